@@ -1,0 +1,102 @@
+"""Checkpoints: everything needed to continue a run exactly, saved atomically, loaded as data.
+
+A checkpoint holds the unwrapped model, optimizer and scheduler states, the position (epoch
+and step), the history so far, the recipe hash and the RNG state of every rank. It is loaded
+with ``torch.load(weights_only=True)``: tensors and plain containers only, never code.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .errors import UsageError
+from .results import CHECKPOINT, atomic_write, find_resumable
+
+FORMAT = 1
+
+
+def rng_state(device: torch.device) -> dict:
+    """The generators that dropout and init draw from on this rank."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save(run_dir: Path, payload: dict) -> Path:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    path = run_dir / CHECKPOINT
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint as data. Any unreadable or foreign file is a UsageError."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise UsageError(f"cannot read checkpoint {path} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); "
+                         f"start a fresh run or point --resume at another run directory")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a mnist_hpc checkpoint of format {FORMAT}; "
+                         f"start a fresh run")
+    return payload
+
+
+def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Path]:
+    """The run directory to continue, or None to start fresh (``auto`` without a checkpoint).
+
+    RUN_DIR: that directory; ``latest``: the newest checkpointed run under results_dir;
+    ``auto``: results_dir/run_id if it holds a checkpoint (how a requeued job continues).
+    """
+    if resume == "auto":
+        if run_id is None:
+            raise UsageError("--resume auto needs --run-id (the name the job reuses when it "
+                             "is requeued), e.g. --run-id slurm-$SLURM_JOB_ID")
+        candidate = Path(results_dir) / run_id
+        return candidate if (candidate / CHECKPOINT).is_file() else None
+    if resume == "latest":
+        found = find_resumable(results_dir)
+        if found is None:
+            raise UsageError(f"--resume latest found no run with a {CHECKPOINT} under "
+                             f"{results_dir}; pass --results-dir or a run directory")
+        return found
+    run_dir = Path(resume).expanduser().resolve()
+    if not (run_dir / CHECKPOINT).is_file():
+        raise UsageError(f"--resume {resume}: no {CHECKPOINT} in {run_dir}; give a run "
+                         f"directory that holds one, or latest")
+    return run_dir
+
+
+def check_compatible(payload: dict, recipe_hash: str, model: str, world_size: int,
+                     force: bool) -> list[str]:
+    """Refuse a checkpoint from another recipe unless forced; return warnings to print."""
+    problems = []
+    if payload.get("config", {}).get("model") != model:
+        problems.append(f"model {payload.get('config', {}).get('model')!r} != {model!r}")
+    if payload.get("recipe_hash") != recipe_hash:
+        problems.append("recipe (lr, batch, optimizer, seed, ...) differs")
+    if payload.get("world_size") != world_size:
+        problems.append(f"world size {payload.get('world_size')} != {world_size} "
+                        f"(per-rank RNG streams cannot be carried over)")
+    if problems and not force:
+        raise UsageError("checkpoint does not match this run: " + "; ".join(problems)
+                         + "; rerun with the original settings, or pass --resume-force")
+    return problems
+
+
+def model_state(payload: dict) -> Any:
+    return payload["model"]

@@ -1,0 +1,324 @@
+"""One frozen, validated RunConfig from a YAML preset or file plus CLI overrides.
+
+Precedence: dataclass defaults < YAML file (``--config``) < CLI flags. Every error is a
+``UsageError`` whose message names the problem and the fix; ``train`` turns it into exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import UsageError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+PRESETS_DIR = PACKAGE_DIR / "presets"
+
+CHOICES = {
+    "model": ("seed", "cnn", "resnet", "vit"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "onecycle"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "backend": ("auto", "gloo", "nccl"),
+    "batch_mode": ("global", "per-rank"),
+    "loader": ("device", "torchvision"),
+    "precision": ("auto", "fp32", "bf16"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on. Defaults are the `default` preset's."""
+
+    # --- the recipe (the notebook's, unless a preset says otherwise) ---
+    model: str = "cnn"  # seed: the notebook's network (softmax output); cnn: same net, logits
+    optimizer: str = "adam"  # the notebook uses Adam
+    lr: float = 0.001  # 0.01 (the notebook's) is too high for the logits network; see README
+    betas: tuple = (0.9, 0.999)  # Adam's defaults; the fast preset lowers them
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    schedule: str = "constant"  # onecycle: linear warm-up then cosine-free linear decay
+    warmup_fraction: float = 0.2  # onecycle only: share of steps spent warming up
+    label_smoothing: float = 0.0
+    batch_size: int = 512  # the notebook's; global by default (see batch_mode)
+    batch_mode: str = "global"  # global: split over ranks (strong scaling); per-rank: weak scaling
+    scale_lr: bool = False  # multiply lr by the world size (linear scaling rule); never silent
+    epochs: int = 3
+    shuffle: bool = True  # the notebook never shuffles; the seed preset turns this off
+    seed: int = 0  # model init, dropout and shuffling; the split always uses split_seed
+    split_seed: int = 55  # the notebook's torch.Generator().manual_seed(55)
+    dropout: bool = True  # false zeroes every dropout layer (to compare 1 rank with N exactly)
+    normalize: bool = False  # standardise inputs (MNIST mean/std); off = the notebook's [0, 1]
+    limit: Optional[int] = None  # keep the first N images of each split (smoke tests)
+    # --- data and output ---
+    data_dir: str = str(REPO_DIR / "data")  # holds MNIST/raw/*.gz, torchvision's layout
+    download: bool = False  # let torchvision try to download missing files
+    results_dir: str = str(REPO_DIR / "results")
+    run_id: Optional[str] = None  # default: time + random suffix (unique per second)
+    # --- hardware and speed ---
+    device: str = "auto"  # auto: cuda if present, else mps (one process), else cpu
+    backend: str = "auto"  # auto: nccl on cuda, gloo otherwise
+    loader: str = "device"  # device: data resident on the device; torchvision: the notebook's
+    precision: str = "auto"  # auto: bf16 on cuda, fp32 elsewhere
+    channels_last: bool = True  # faster convolutions on CPU and GPU; same numbers
+    compile: bool = False  # torch.compile the model (pays a one-time compile)
+    eval_batch_size: int = 2048  # evaluation needs no gradients, so larger batches are free
+    bucket_cap_mb: float = 25.0  # DDP gradient bucket size (PyTorch's default)
+    static_graph: bool = False  # DDP static_graph; only helps some models
+    # --- reliability ---
+    timeout: float = 300.0  # seconds a collective may wait before every rank gives up
+    checkpoint_every: Optional[int] = None  # epochs; None: 1 when epochs > 1, else off
+    resume: Optional[str] = None  # RUN_DIR, "latest" or "auto" (resume run_id if it exists)
+    resume_force: bool = False  # accept a checkpoint from another config
+    time_limit: Optional[float] = None  # seconds of wall time after which to stop cleanly
+    stop_check_every: int = 10  # steps between the collective checks for a stop request
+
+    def __post_init__(self) -> None:
+        for name, options in CHOICES.items():
+            value = getattr(self, name)
+            if value not in options:
+                raise UsageError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+        positive = ("lr", "batch_size", "epochs", "eval_batch_size", "timeout",
+                    "bucket_cap_mb", "stop_check_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("limit", "checkpoint_every", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"{name} must be > 0 (or left unset), got {value!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UsageError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise UsageError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction!r}")
+        if self.weight_decay < 0:
+            raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise UsageError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
+        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
+            raise UsageError(f"run_id {self.run_id!r} may hold only letters, digits, '.', '_', '-'")
+
+    @property
+    def checkpoint_interval(self) -> Optional[int]:
+        """Epochs between checkpoints, with the default applied (None: no checkpoints)."""
+        if self.checkpoint_every is not None:
+            return self.checkpoint_every
+        return 1 if self.epochs > 1 else None
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+    def recipe_hash(self) -> str:
+        """Hash of what decides the numbers: a checkpoint only resumes under the same recipe."""
+        ignored = {"epochs", "data_dir", "download", "results_dir", "run_id", "device", "backend",
+                   "timeout", "checkpoint_every", "resume", "resume_force", "time_limit",
+                   "stop_check_every", "compile", "loader", "eval_batch_size"}
+        recipe = {k: v for k, v in self.to_dict().items() if k not in ignored}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+FIELD_TYPES = get_type_hints(RunConfig)
+FIELD_NAMES = [f.name for f in fields(RunConfig)]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a YAML value against the field's type; ints are accepted where floats are."""
+    hint = FIELD_TYPES[name]
+    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    if value is None:
+        if optional:
+            return None
+        raise UsageError(f"{name} may not be empty (null); give a value or remove the key")
+    base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        tuple: isinstance(value, (list, tuple))
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+    }[base]
+    if not ok:
+        expected = {tuple: "a list of numbers"}.get(base, base.__name__)
+        raise UsageError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    if base is float:
+        return float(value)
+    if base is tuple:
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _unknown_key(key: str, source: str) -> UsageError:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_NAMES)}"
+    return UsageError(f"unknown key {key!r} in {source}{hint}")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A preset name (``seed``) or a path to a YAML file."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not candidate.is_file():
+            raise UsageError(f"config file {name_or_path!r} does not exist; "
+                             f"give a YAML path or a preset: {', '.join(preset_names())}")
+        return candidate
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        raise UsageError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names())} "
+                         "(or give a path to a .yaml file)")
+    return preset
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a config file: a mapping of RunConfig keys. Syntax errors name the line."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}; check the path and permissions")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"YAML syntax error in {path}{where}: {problem}; fix the file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of keys to values, "
+                         f"not a {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str) or key not in FIELD_NAMES:
+            raise _unknown_key(str(key), str(path))
+    return data
+
+
+def make_config(values: dict, source: str = "config") -> RunConfig:
+    """Build a RunConfig from a mapping, checking key names and types."""
+    checked = {}
+    for key, value in values.items():
+        if key not in FIELD_NAMES:
+            raise _unknown_key(key, source)
+        checked[key] = _coerce(key, value)
+    return RunConfig(**checked)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports an error as one line and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> None:
+        raise UsageError(f"{message} (see python -m mnist_hpc.train --help)")
+
+
+def _time_limit(text: str) -> float:
+    """Seconds, or [[H:]M:]S as schedulers write walltimes."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"time limit {text!r} is not seconds or H:MM:SS")
+    if len(parts) > 3:
+        raise argparse.ArgumentTypeError(f"time limit {text!r} is not seconds or H:MM:SS")
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+
+
+# CLI flag -> (field, type, help). Defaults are not repeated here: --help prints them from
+# RunConfig, so help text cannot drift from the code.
+_FLAGS = {
+    "--epochs": ("epochs", int, "number of epochs"),
+    "--batch-size": ("batch_size", int, "training batch size (global unless --batch-mode per-rank)"),
+    "--batch-mode": ("batch_mode", str, "global (strong scaling) or per-rank (weak scaling)"),
+    "--scale-lr": ("scale_lr", _bool, "multiply lr by the world size (true/false)"),
+    "--lr": ("lr", float, "learning rate"),
+    "--model": ("model", str, f"network: {', '.join(CHOICES['model'])}"),
+    "--optimizer": ("optimizer", str, f"optimizer: {', '.join(CHOICES['optimizer'])}"),
+    "--schedule": ("schedule", str, "learning-rate schedule: constant or onecycle"),
+    "--label-smoothing": ("label_smoothing", float, "label smoothing of the loss"),
+    "--shuffle": ("shuffle", _bool, "reshuffle the training split every epoch (true/false)"),
+    "--dropout": ("dropout", _bool, "keep the network's dropout layers (true/false)"),
+    "--normalize": ("normalize", _bool, "standardise inputs with MNIST mean/std (true/false)"),
+    "--seed": ("seed", int, "seed for model init, dropout and shuffling"),
+    "--limit": ("limit", int, "keep only the first N images of each split (smoke tests)"),
+    "--device": ("device", str, "auto, cpu, cuda or mps"),
+    "--backend": ("backend", str, "process-group backend: auto, gloo or nccl"),
+    "--loader": ("loader", str, "device (data resident on the device) or torchvision"),
+    "--precision": ("precision", str, "auto (bf16 on cuda, else fp32), fp32 or bf16"),
+    "--channels-last": ("channels_last", _bool, "channels_last memory format (true/false)"),
+    "--compile": ("compile", _bool, "torch.compile the model (true/false)"),
+    "--eval-batch-size": ("eval_batch_size", int, "batch size of evaluation passes"),
+    "--data-dir": ("data_dir", str, "directory holding MNIST/raw/"),
+    "--results-dir": ("results_dir", str, "where run directories are created"),
+    "--run-id": ("run_id", str, "name of the run directory (default: time + random suffix)"),
+    "--timeout": ("timeout", float, "seconds a collective may wait before the job fails"),
+    "--checkpoint-every": ("checkpoint_every", int, "write a checkpoint every N epochs"),
+    "--resume": ("resume", str, "RUN_DIR, latest, or auto (resume --run-id if it has a checkpoint)"),
+    "--time-limit": ("time_limit", _time_limit, "stop cleanly with a checkpoint before this "
+                     "wall time (seconds or H:MM:SS)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RunConfig()
+    parser = _Parser(prog="python -m mnist_hpc.train",
+                     description="Train a CNN on MNIST on one process or many (DDP).")
+    parser.add_argument("--config", default="default",
+                        help=f"preset ({', '.join(preset_names())}) or YAML file "
+                             "(default: %(default)s)")
+    for flag, (name, kind, text) in _FLAGS.items():
+        default = getattr(defaults, name)
+        parser.add_argument(flag, dest=name, type=kind, default=None,
+                            help=f"{text} (default: {default})")
+    parser.add_argument("--download", dest="download", action="store_true", default=None,
+                        help="let torchvision download missing MNIST files")
+    parser.add_argument("--resume-force", dest="resume_force", action="store_true", default=None,
+                        help="resume even if the checkpoint's recipe differs")
+    return parser
+
+
+def parse_args(argv: Optional[list[str]] = None) -> RunConfig:
+    """CLI -> RunConfig. Raises UsageError on any bad input."""
+    args = vars(build_parser().parse_args(argv))
+    path = resolve_config_path(args.pop("config"))
+    values = load_yaml(path)
+    values.update({k: v for k, v in args.items() if v is not None})
+    for key in ("data_dir", "results_dir"):
+        if key in values and isinstance(values[key], str):
+            values[key] = str(Path(values[key]).expanduser().resolve())
+    return make_config(values, source=str(path))
+
+
+def to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def replace(config: RunConfig, **changes: Any) -> RunConfig:
+    return dataclasses.replace(config, **changes)
+
+

@@ -1,0 +1,319 @@
+"""Who am I in the job: launcher detection, rendezvous address, device binding, process group.
+
+No side effects on import: mpi4py is imported only when an MPI launcher gives no rendezvous
+address, and (as Cray MPICH requires) before anything touches CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, Iterator, Mapping, Optional
+
+import torch
+import torch.distributed as dist
+
+from .errors import UsageError
+
+# Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
+# Slurm or PBS allocation) sets its own variables, and the innermost launcher wins.
+# name: (rank, world size, local rank, local world size); each entry lists the names that
+# launcher may use, first match wins.
+LAUNCHERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "torchrun": (("RANK",), ("WORLD_SIZE",), ("LOCAL_RANK",), ("LOCAL_WORLD_SIZE",)),
+    "pals": (("PALS_RANKID", "PMI_RANK"), ("PMI_SIZE",), ("PALS_LOCAL_RANKID", "PMI_LOCAL_RANK"),
+             ("PMI_LOCAL_SIZE", "PALS_LOCAL_SIZE")),
+    "mpich": (("PMI_RANK",), ("PMI_SIZE",), ("MPI_LOCALRANKID", "PMI_LOCAL_RANK"),
+              ("MPI_LOCALNRANKS", "PMI_LOCAL_SIZE")),
+    "openmpi": (("OMPI_COMM_WORLD_RANK",), ("OMPI_COMM_WORLD_SIZE",),
+                ("OMPI_COMM_WORLD_LOCAL_RANK",), ("OMPI_COMM_WORLD_LOCAL_SIZE",)),
+    "slurm": (("SLURM_PROCID",), ("SLURM_NTASKS",), ("SLURM_LOCALID",), ()),
+}
+MPI_LAUNCHERS = ("pals", "mpich", "openmpi")
+DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job. ``is_main`` is the *global* rank 0."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    nodes: int = 1
+    launcher: str = "single"
+    master_addr: Optional[str] = None
+    master_port: Optional[int] = None
+    job_id: Optional[str] = None
+    device: str = "cpu"
+    backend: Optional[str] = None  # None: one process, no process group
+    init_s: float = 0.0  # seconds spent in init_process_group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> Optional[tuple[str, str]]:
+    for name in names:
+        if name in environ:
+            return name, environ[name]
+    return None
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"environment variable {name}={value!r} is not an integer; "
+                         f"fix or unset it (it should be set by the launcher)")
+
+
+def job_id(environ: Mapping[str, str]) -> Optional[str]:
+    """The scheduler's job id: PBS, else Slurm (with the array task, if any)."""
+    if environ.get("PBS_JOBID"):
+        return environ["PBS_JOBID"]
+    if environ.get("SLURM_JOB_ID"):
+        task = environ.get("SLURM_ARRAY_TASK_ID")
+        return environ["SLURM_JOB_ID"] + (f"_{task}" if task else "")
+    return None
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Slurm's compressed host lists: ``nid[001-003,007],login1`` -> nid001 nid002 nid003 ..."""
+    hosts: list[str] = []
+    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", hostlist):
+        prefix, ranges = match.group(1), match.group(2)
+        if ranges is None:
+            hosts.append(prefix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            width = len(low)
+            for number in range(int(low), int(high or low) + 1):
+                hosts.append(f"{prefix}{number:0{width}d}")
+    return hosts
+
+
+def _tasks_on_node(tasks_per_node: str, node_id: int) -> Optional[int]:
+    """SLURM_TASKS_PER_NODE ``2(x3),1`` lists the task count of each node in turn."""
+    counts: list[int] = []
+    for match in re.finditer(r"(\d+)(?:\(x(\d+)\))?", tasks_per_node):
+        counts += [int(match.group(1))] * int(match.group(2) or 1)
+    return counts[node_id] if node_id < len(counts) else None
+
+
+def detect(environ: Mapping[str, str]) -> DistEnv:
+    """Rank, sizes and launcher from the environment; a single process if no launcher is seen.
+
+    A half-set launcher (a rank without a world size, say) is an error, never a silent fall
+    back to rank 0: a misdetected rank would train alone and hide the mistake.
+    """
+    for name, (rank_vars, size_vars, local_vars, local_size_vars) in LAUNCHERS.items():
+        if name == "slurm" and "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:
+            continue  # the batch shell of a Slurm job is one process, not a task of a step
+        if name == "pals" and "PALS_RANKID" not in environ:
+            continue
+        rank_found = _first(environ, rank_vars)
+        size_found = _first(environ, size_vars)
+        if rank_found is None and size_found is None:
+            continue
+        if rank_found is None or size_found is None:
+            present, absent = (rank_found, size_vars) if rank_found else (size_found, rank_vars)
+            raise UsageError(f"{present[0]} is set but {absent[0]} is not: a half-set {name} "
+                             f"environment; launch with {name} or unset {present[0]}")
+        rank, world = _int(*rank_found), _int(*size_found)
+        local = _first(environ, local_vars)
+        local_rank = _int(*local) if local else (rank if world == 1 else None)
+        local_size = _first(environ, local_size_vars)
+        local_world = _int(*local_size) if local_size else None
+        if name == "slurm" and "SLURM_TASKS_PER_NODE" in environ:
+            local_world = _tasks_on_node(environ["SLURM_TASKS_PER_NODE"],
+                                         _int("SLURM_NODEID", environ.get("SLURM_NODEID", "0")))
+        if local_rank is None:
+            raise UsageError(f"{name} gives rank {rank} of {world} but no local rank "
+                             f"({' or '.join(local_vars)}); set it or use another launcher")
+        local_world = local_world or world
+        if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < local_world <= world):
+            raise UsageError(f"inconsistent {name} environment: rank {rank}, world size {world}, "
+                             f"local rank {local_rank}, local size {local_world}; "
+                             f"check the launcher's variables")
+        return DistEnv(rank=rank, local_rank=local_rank, world_size=world,
+                       local_world_size=local_world, nodes=max(1, world // local_world),
+                       launcher=name, master_addr=environ.get("MASTER_ADDR"),
+                       master_port=_port(environ), job_id=job_id(environ))
+    return DistEnv(job_id=job_id(environ))
+
+
+def _port(environ: Mapping[str, str]) -> Optional[int]:
+    """MASTER_PORT if set, else one derived from the job (and step) id so that two jobs
+    sharing a node don't both take 29500 (pytorch/pytorch#126510)."""
+    if "MASTER_PORT" in environ:
+        port = _int("MASTER_PORT", environ["MASTER_PORT"])
+        if not 1 <= port <= 65535:
+            raise UsageError(f"MASTER_PORT={port} is not a TCP port (1-65535); fix or unset it")
+        return port
+    key = job_id(environ)
+    if key is None:
+        return None
+    key += "." + environ.get("SLURM_STEP_ID", environ.get("SLURM_STEPID", ""))
+    return 20000 + zlib.crc32(key.encode()) % 20000
+
+
+def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
+    """Fill in MASTER_ADDR/PORT where the launcher gave none: the first host of the PBS node
+    file or of the Slurm node list, else rank 0's hostname and a free port sent over MPI."""
+    if not env.distributed or env.launcher == "torchrun":
+        return env
+    addr, port = env.master_addr, env.master_port
+    if addr is None and environ.get("PBS_NODEFILE"):
+        try:
+            with open(environ["PBS_NODEFILE"]) as handle:
+                addr = handle.readline().strip() or None
+        except OSError as exc:
+            raise UsageError(f"cannot read PBS_NODEFILE {environ['PBS_NODEFILE']}: "
+                             f"{exc.strerror}; set MASTER_ADDR")
+    if addr is None and environ.get("SLURM_JOB_NODELIST", environ.get("SLURM_NODELIST")):
+        addr = expand_hostlist(environ.get("SLURM_JOB_NODELIST") or environ["SLURM_NODELIST"])[0]
+    if (addr is None or port is None) and env.launcher in MPI_LAUNCHERS:
+        addr, port = _mpi_broadcast(addr, port)
+    if addr is None:
+        raise UsageError(f"{env.launcher} started {env.world_size} ranks but gave no rendezvous "
+                         f"address; export MASTER_ADDR (rank 0's host) and MASTER_PORT")
+    return replace(env, master_addr=addr, master_port=port or DEFAULT_PORT)
+
+
+def _mpi_broadcast(addr: Optional[str], port: Optional[int]) -> tuple[str, int]:
+    try:
+        from mpi4py import MPI  # must precede CUDA initialisation under Cray MPICH (GTL)
+    except ImportError as exc:
+        raise UsageError(f"MPI launch without MASTER_ADDR needs mpi4py ({exc}); "
+                         f"pip install mpi4py, or export MASTER_ADDR and MASTER_PORT")
+    comm = MPI.COMM_WORLD
+    mine = None
+    if comm.Get_rank() == 0:
+        mine = (addr or socket.gethostname(), port or _free_port())
+    return comm.bcast(mine, root=0)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def pick_device(requested: str, env: DistEnv) -> torch.device:
+    """cuda:local_rank modulo the visible GPUs (works with one GPU per rank via
+    CUDA_VISIBLE_DEVICES and with all GPUs visible); set before the process group starts so
+    each rank opens its context on its own GPU (pytorch/pytorch#135279)."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif torch.backends.mps.is_available() and not env.distributed:
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda but no CUDA device is visible; "
+                             "use --device cpu or check CUDA_VISIBLE_DEVICES")
+        index = env.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps but MPS is not available; use --device cpu")
+    if requested == "cpu":
+        torch.set_num_threads(cpu_threads(env.local_world_size))
+    return torch.device(requested)
+
+
+def cpu_threads(local_world_size: int) -> int:
+    """Split the node's cores among its local ranks, unless the launcher already bound this
+    rank to a subset of cores (then use that subset whole)."""
+    allowed = len(os.sched_getaffinity(0))
+    if allowed < (os.cpu_count() or allowed):
+        return allowed
+    return max(1, allowed // local_world_size)
+
+
+def pick_backend(requested: str, device: torch.device) -> str:
+    if requested == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if requested == "nccl" and device.type != "cuda":
+        raise UsageError(f"--backend nccl needs CUDA devices, but this rank uses {device}; "
+                         f"use --backend gloo")
+    return requested
+
+
+@contextmanager
+def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0,
+            environ: Optional[Mapping[str, str]] = None) -> Iterator[DistEnv]:
+    """Detect, bind the device, start the process group with a timeout; always tear it down."""
+    environ = os.environ if environ is None else environ
+    env = rendezvous(detect(environ), environ)
+    torch_device = pick_device(device, env)
+    env = replace(env, device=str(torch_device))
+    if env.distributed:
+        env = replace(env, backend=pick_backend(backend, torch_device))
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        if env.launcher == "torchrun":
+            init_method = "env://"
+        else:
+            init_method = f"tcp://{env.master_addr}:{env.master_port}"
+        if torch_device.type == "cuda":
+            kwargs["device_id"] = torch_device
+        dist.init_process_group(env.backend, init_method=init_method, rank=env.rank,
+                                world_size=env.world_size, timeout=timedelta(seconds=timeout_s),
+                                **kwargs)
+        env = replace(env, init_s=time.perf_counter() - started)
+    try:
+        yield env
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --- collectives that are no-ops on one process -------------------------------------------
+
+def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    if not env.distributed:
+        return [obj]
+    gathered: list[Any] = [None] * env.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, env: DistEnv) -> Any:
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True on every rank if it is true on any rank (one tiny all-reduce)."""
+    if not env.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0],
+                         device=env.device if env.backend == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

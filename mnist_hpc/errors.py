@@ -1,0 +1,21 @@
+"""Errors the trainer turns into exit codes, shared by every module.
+
+Exit codes (documented in README "When things go wrong"):
+  0  success
+  1  runtime failure (a rank raised, a peer vanished, a collective timed out)
+  2  bad input: config, CLI, data, environment, results directory; the message says the fix
+  75 stopped early with a checkpoint (preemption signal or --time-limit); resume to go on
+"""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PREEMPTED = 75  # sysexits EX_TEMPFAIL: "try again later", which is what a requeue does
+
+
+class UsageError(Exception):
+    """Bad input a user can fix. The message names the problem and the fix, on one line."""
+
+
+class Preempted(Exception):
+    """Training stopped at a step boundary on request; a checkpoint was written."""

@@ -1,0 +1,112 @@
+"""Networks by name: the notebook's CNN (faithful), its corrected form, and the next steps
+the notebook points at (a small ResNet and a small ViT). Models know nothing of data or ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MNISTClassifier(nn.Module):
+    """The notebook's network, layer for layer. ``forward`` ends in softmax, as the notebook's
+    does, so CrossEntropyLoss applies log-softmax a second time: that is what it measured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_1 = nn.Conv2d(in_channels=1, out_channels=32, kernel_size=3)
+        self.conv_2 = nn.Conv2d(in_channels=32, out_channels=64, kernel_size=3)
+        self.drop_3 = nn.Dropout(p=0.25)
+        self.dense_4 = nn.Linear(in_features=9216, out_features=128)
+        self.drop_5 = nn.Dropout(p=0.5)
+        self.dense_6 = nn.Linear(in_features=128, out_features=10)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv_1(inputs))
+        x = F.relu(self.conv_2(x))
+        x = F.max_pool2d(x, kernel_size=2)
+        x = self.drop_3(x)
+        x = torch.flatten(x, start_dim=1)
+        x = F.relu(self.dense_4(x))
+        x = self.drop_5(x)
+        return self.dense_6(x)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.logits(inputs), dim=1)
+
+
+class MNISTCNN(MNISTClassifier):
+    """The same network returning logits, the form CrossEntropyLoss expects."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.logits(inputs)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm_a = nn.BatchNorm2d(channels)
+        self.conv_b = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norm_b = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.norm_a(self.conv_a(x)))
+        return F.relu(x + self.norm_b(self.conv_b(y)))  # the skip connection: f(x) + x
+
+
+class ResNet(nn.Module):
+    """A small ResNet for 28x28 digits: stem, two stages of residual blocks, pooled head."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.stage_1 = _ResidualBlock(width)
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.stage_2 = _ResidualBlock(2 * width)
+        self.head = nn.Linear(2 * width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage_2(self.down(self.stage_1(self.stem(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ViT(nn.Module):
+    """A small vision transformer: 7x7 patches, learned position embeddings, a class token."""
+
+    def __init__(self, patch: int = 7, dim: int = 64, depth: int = 4, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
+        patches = (28 // patch) ** 2
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, patches + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1) + self.pos
+        return self.head(self.norm(self.encoder(tokens)[:, 0]))
+
+
+MODELS = {"seed": MNISTClassifier, "cnn": MNISTCNN, "resnet": ResNet, "vit": ViT}
+
+
+def build_model(name: str, dropout: bool = True) -> nn.Module:
+    """A fresh network by name (see MODELS). Initialised from torch's global RNG."""
+    model = MODELS[name]()
+    if not dropout:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,432 @@
+"""The entry point: ``python -m mnist_hpc.train`` on one process or under any launcher.
+
+Wires config -> dist -> data -> models -> engine -> results. Only rank 0 prints progress and
+writes the run directory; every collective runs on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint, data, dist, engine, results
+from .config import RunConfig, parse_args, to_yaml
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError
+from .models import build_model, count_parameters
+
+T = TypeVar("T")
+
+
+# --- stop requests: preemption signals and --time-limit -----------------------------------
+
+@dataclass
+class StopRequest:
+    """Set by SIGTERM/SIGUSR1 or by the time limit; honoured at the next step boundary."""
+
+    signal_name: Optional[str] = None
+    started: float = field(default_factory=time.monotonic)
+    time_limit: Optional[float] = None
+    longest_step: float = 0.0
+    last_check: float = field(default_factory=time.monotonic)
+
+    def handler(self, signum: int, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def out_of_time(self) -> bool:
+        """Stop while there is still room for a step, an evaluation and a checkpoint."""
+        if self.time_limit is None:
+            return False
+        now = time.monotonic()
+        reserve = max(5.0, min(60.0, 0.05 * self.time_limit)) + 3 * self.longest_step
+        return now - self.started + reserve >= self.time_limit
+
+    def reason(self) -> str:
+        return f"signal {self.signal_name}" if self.signal_name else "time limit"
+
+
+def install_signal_handlers(stop: StopRequest) -> None:
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, stop.handler)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def agree(env: dist.DistEnv, action: Callable[[], T]) -> T:
+    """Run ``action`` on every rank; if it raised UsageError anywhere, raise the first such
+    message on every rank, so all exit 2 together and rank 0 prints it once."""
+    error, value = None, None
+    try:
+        value = action()
+    except UsageError as exc:
+        error = str(exc) if env.rank == 0 else f"rank {env.rank}: {exc}"
+    errors = [e for e in dist.all_gather_objects(error, env) if e is not None]
+    if errors:
+        raise UsageError(errors[0])
+    return value
+
+
+def synchronize(device: torch.device) -> None:
+    """The clock is read only once the GPU has finished the work being timed."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def log(env: dist.DistEnv, message: str) -> None:
+    if env.is_main:
+        print(message, flush=True)
+
+
+def progress_printer(env: dist.DistEnv, epoch: int, total: int) -> Callable[[int], None]:
+    """A progress bar within the epoch, only on a terminal: batch logs stay clean."""
+    if not (env.is_main and sys.stdout.isatty()):
+        return lambda step: None
+
+    def show(step: int) -> None:
+        done = int(30 * step / total)
+        end = "\n" if step == total else ""
+        print(f"\rEpoch {epoch} [{'#' * done}{'.' * (30 - done)}] {step}/{total}",
+              end=end, flush=True)
+
+    return show
+
+
+def build_optimizer(config: RunConfig, params, lr: float) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: RunConfig, optimizer, lr: float, total_steps: int):
+    if config.schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total_steps, pct_start=config.warmup_fraction,
+        anneal_strategy="linear", cycle_momentum=False)
+
+
+def precision_for(config: RunConfig, device: torch.device) -> engine.Precision:
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    return engine.Precision(dtype=torch.bfloat16 if use_bf16 else None,
+                            channels_last=config.channels_last, normalize=config.normalize)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """What one training run carries from step to step (rank 0 also owns the run directory)."""
+
+    config: RunConfig
+    env: dist.DistEnv
+    device: torch.device
+    run_dir: Path
+    metrics: dict
+    history: list = field(default_factory=list)
+
+    def write_metrics(self, status: str) -> None:
+        if self.env.is_main:
+            self.metrics["status"] = status
+            results.write_json(self.run_dir / "metrics.json", self.metrics)
+
+    def write_history(self) -> None:
+        if self.env.is_main and self.history:
+            array = np.array(self.history, dtype=np.float64)
+            results.write_history(self.run_dir, array)
+            results.write_plots(self.run_dir, array)
+
+
+def prepare_run_dir(config: RunConfig, env: dist.DistEnv) -> tuple[Path, Optional[dict]]:
+    """Rank 0 creates (or reopens, to resume) the run directory and reads the checkpoint;
+    every rank receives both, so no rank needs the shared filesystem to resume."""
+
+    def on_main() -> tuple[str, Optional[dict]]:
+        if not env.is_main:
+            return "", None
+        resume_dir = (checkpoint.resolve(config.resume, config.results_dir, config.run_id)
+                      if config.resume else None)
+        if resume_dir is None:
+            return str(results.create_run_dir(config.results_dir, config.run_id)), None
+        return str(resume_dir), checkpoint.load(resume_dir / results.CHECKPOINT)
+
+    run_dir, state = dist.broadcast_object(agree(env, on_main), env)
+    return Path(run_dir), state
+
+
+def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
+    device = torch.device(env.device)
+    wall_start = time.perf_counter()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+
+    load_start = time.perf_counter()
+    splits = agree(env, lambda: data.load_splits(config.data_dir, config.split_seed,
+                                                 config.limit, config.download))
+    global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank" else 1)
+    agree(env, lambda: data.check_shardable(splits, global_batch, env.world_size))
+    train_split, val_split, test_split = (s.to(device) for s in (splits.train, splits.val,
+                                                                  splits.test))
+    data_load_s = time.perf_counter() - load_start
+
+    run_dir, state = prepare_run_dir(config, env)
+    log(env, f"Run directory: {run_dir}")
+    hostnames = dist.all_gather_objects(socket.gethostname(), env)
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    raw_model = build_model(config.model, config.dropout)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    raw_model = raw_model.to(device, memory_format=memory_format)
+    model: nn.Module = torch.compile(raw_model) if config.compile else raw_model
+    comm_timer = None
+    if env.distributed:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    bucket_cap_mb=config.bucket_cap_mb, gradient_as_bucket_view=True,
+                    static_graph=config.static_graph)
+        if env.backend == "gloo":
+            comm_timer = engine.CommTimer()
+            model.register_comm_hook(comm_timer, engine.timed_allreduce_hook)
+    torch.manual_seed(config.seed * 1_000_003 + env.rank + 1)  # dropout differs per rank
+
+    lr = config.lr * (env.world_size if config.scale_lr else 1)
+    optimizer = build_optimizer(config, raw_model.parameters(), lr)
+    n_steps = data.steps_per_epoch(len(train_split), global_batch, env.world_size)
+    scheduler = build_scheduler(config, optimizer, lr, config.epochs * n_steps)
+    precision = precision_for(config, device)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=config.label_smoothing)
+
+    start_epoch, start_step = 0, 0
+    metrics = {
+        "schema": 1, "run_id": run_dir.name, "status": "running", "config": config.to_dict(),
+        "model": {"name": config.model, "parameters": count_parameters(raw_model)},
+        "world": {"world_size": env.world_size, "nodes": len(set(hostnames)),
+                  "local_world_size": env.local_world_size, "launcher": env.launcher,
+                  "backend": env.backend, "device": str(device),
+                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                  else None, "cpu_threads": torch.get_num_threads(),
+                  "hostnames": hostnames, "job_id": env.job_id,
+                  "master_addr": env.master_addr},
+        "batch": {"global": global_batch, "per_rank": global_batch / env.world_size,
+                  "mode": config.batch_mode, "steps_per_epoch": n_steps, "lr": lr,
+                  "precision": "bf16" if precision.dtype else "fp32"},
+        "samples": {}, "epochs": [], "final": {}, "resumed_from": [],
+        "versions": results.versions() if env.is_main else {},
+    }
+    run = Run(config, env, device, run_dir, metrics)
+    if state is not None:
+        warnings = checkpoint.check_compatible(state, config.recipe_hash(), config.model,
+                                               env.world_size, config.resume_force)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if state["world_size"] == env.world_size:
+            checkpoint.set_rng_state(state["rng"][env.rank], device)
+        start_epoch, start_step = state["epoch"], state["step"]
+        run.history = [list(row) for row in state["history"]]
+        metrics["epochs"] = list(state["epoch_records"])
+        metrics["resumed_from"] = list(state.get("resumed_from", [])) + [
+            {"epoch": start_epoch, "step": start_step, "warnings": warnings}]
+        log(env, f"Resuming {run_dir} at epoch {start_epoch}, step {start_step}"
+                 + (f" (forced: {'; '.join(warnings)})" if warnings else ""))
+    if env.is_main:
+        results.atomic_write(run_dir / "config.yaml", to_yaml(config))
+    run.write_metrics("running")
+    log(env, f"{config.model}: {count_parameters(raw_model):,} parameters, world size "
+             f"{env.world_size} ({env.launcher}, {env.backend or 'no process group'}, {device}), "
+             f"global batch {global_batch}, {n_steps} steps/epoch")
+
+    def save_checkpoint(epoch: int, step: int) -> None:
+        rngs = dist.all_gather_objects(checkpoint.rng_state(device), env)
+        if env.is_main:
+            checkpoint.save(run_dir, {
+                "config": config.to_dict(), "recipe_hash": config.recipe_hash(),
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch, "step": step, "history": run.history,
+                "epoch_records": metrics["epochs"], "rng": rngs,
+                "world_size": env.world_size, "resumed_from": metrics["resumed_from"]})
+
+    def should_stop(step: int) -> bool:
+        now = time.monotonic()
+        stop.longest_step = max(stop.longest_step, now - stop.last_check)
+        stop.last_check = now
+        if env.distributed and step % config.stop_check_every:
+            return False
+        wanted = stop.signal_name is not None or (env.is_main and stop.out_of_time())
+        return dist.any_rank(wanted, env)
+
+    interval = config.checkpoint_interval
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            steps = data.train_steps(len(train_split), global_batch, env.rank, env.world_size,
+                                     config.seed, epoch, config.shuffle)[start_step:]
+            positions = [(s.local, s.global_size) for s in steps]
+            if config.loader == "torchvision":
+                loader = data.torchvision_loader(config.data_dir, splits.train_indices, True,
+                                                 [s.local for s in steps])
+                batches = engine.loader_batches(loader, [s.global_size for s in steps], device,
+                                                precision)
+            else:
+                batches = engine.device_batches(train_split, positions, precision)
+            if comm_timer is not None:
+                comm_timer.take_seconds()
+            stop.last_check = time.monotonic()
+            synchronize(device)
+            t0 = time.perf_counter()
+            result = engine.train_one_epoch(
+                model, batches, optimizer, loss_fn, env.world_size, precision, scheduler,
+                should_stop=lambda step: should_stop(step + start_step),
+                on_step=progress_printer(env, epoch, n_steps))
+            synchronize(device)
+            train_s = time.perf_counter() - t0
+            step_now = start_step + result.steps
+            if result.stopped and step_now < n_steps:
+                save_checkpoint(epoch, step_now)
+                log(env, f"Stopping early ({stop.reason()}) at epoch {epoch}, step {step_now}; "
+                         f"checkpoint written. Resume with --resume {run_dir}")
+                raise Preempted(stop.reason())
+            start_step = 0
+
+            t1 = time.perf_counter()
+            train_eval = engine.evaluate(raw_model, train_split,
+                                         data.shard_range(len(train_split), env.rank,
+                                                          env.world_size),
+                                         env, precision, config.eval_batch_size)
+            val_eval = engine.evaluate(raw_model, val_split,
+                                       data.shard_range(len(val_split), env.rank,
+                                                        env.world_size),
+                                       env, precision, config.eval_batch_size)
+            synchronize(device)
+            eval_s = time.perf_counter() - t1
+            run.history.append([train_eval.accuracy, train_eval.loss,
+                                val_eval.accuracy, val_eval.loss])
+            metrics["samples"].update(train=train_eval.count, val=val_eval.count)
+            metrics["epochs"].append({
+                "epoch": epoch, "train_s": train_s, "eval_s": eval_s,
+                "train_samples": result.samples,
+                "train_samples_per_s": result.samples / train_s,
+                "comm_s": comm_timer.take_seconds() if comm_timer is not None else None,
+                "train_acc": train_eval.accuracy, "train_loss": train_eval.loss,
+                "val_acc": val_eval.accuracy, "val_loss": val_eval.loss})
+            log(env, f"Epoch {epoch}: val. loss: {val_eval.loss:.4f}, val. accuracy: "
+                     f"{val_eval.accuracy:.4f} (train {train_s:.1f} s, "
+                     f"{result.samples / train_s:,.0f} samples/s, eval {eval_s:.1f} s)")
+            run.write_history()
+            run.write_metrics("running")
+            last_epoch = epoch + 1 == config.epochs
+            if result.stopped and not last_epoch:  # stopped on the epoch's last step
+                save_checkpoint(epoch + 1, 0)
+                log(env, f"Stopping early ({stop.reason()}) after epoch {epoch}; checkpoint "
+                         f"written. Resume with --resume {run_dir}")
+                raise Preempted(stop.reason())
+            if interval is not None and (epoch + 1) % interval == 0 and not last_epoch:
+                save_checkpoint(epoch + 1, 0)
+
+        test_eval = engine.evaluate(raw_model, test_split,
+                                    data.shard_range(len(test_split), env.rank, env.world_size),
+                                    env, precision, config.eval_batch_size)
+        metrics["samples"]["test"] = test_eval.count
+        metrics["final"] = {
+            "test_acc": test_eval.accuracy, "test_loss": test_eval.loss,
+            "val_acc": run.history[-1][2] if run.history else None,
+            "wall_s": time.perf_counter() - wall_start, "data_load_s": data_load_s,
+            "init_process_group_s": env.init_s,
+            "train_s": sum(e["train_s"] for e in metrics["epochs"]),
+        }
+        log(env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
+        run.write_history()
+        run.write_metrics("completed")
+        log(env, f"Run directory: {run_dir}")
+        return EXIT_OK
+    except Preempted:
+        run.write_metrics("preempted")
+        raise
+    except BaseException as exc:
+        metrics["error"] = f"rank {env.rank}: {type(exc).__name__}: {exc}"
+        run.write_metrics("failed")
+        raise
+
+
+def _rank_for_messages() -> int:
+    """Best guess of the global rank for printing bad-input errors once, before dist is up."""
+    for names in dist.LAUNCHERS.values():
+        for name in names[0]:
+            value = os.environ.get(name, "")
+            if value.isdigit():
+                return int(value)
+    return 0
+
+
+def _hard_exit_after(seconds: float, code: int) -> None:
+    """If teardown hangs (a dead peer, a stuck NCCL communicator), exit anyway: a failed
+    rank must end the job, not idle until walltime (pytorch/pytorch#97191)."""
+    import threading
+
+    timer = threading.Timer(seconds, lambda: os._exit(code))
+    timer.daemon = True
+    timer.start()
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, Preempted):
+        return EXIT_PREEMPTED
+    return EXIT_FAILURE
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    rank = _rank_for_messages()
+    try:
+        config = parse_args(argv)
+    except UsageError as exc:
+        if rank == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    stop = StopRequest(time_limit=config.time_limit)
+    install_signal_handlers(stop)
+    try:
+        with dist.session(config.device, config.backend, config.timeout) as env:
+            rank = env.rank
+            try:
+                return train(config, env, stop)
+            except BaseException as exc:
+                # armed before the process group's teardown, which can hang on a dead peer
+                _hard_exit_after(60, exit_code(exc))
+                raise
+    except UsageError as exc:
+        if rank == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except Preempted:
+        return EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        print(f"rank {rank}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # the one place every runtime failure is named, per rank
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: rank {rank} failed: {type(exc).__name__}: {first_line}",
+              file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+
+
+def main_exit() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()
