@@ -1,0 +1,60 @@
+"""Shared test set-up: no launcher variable leaks into a test, and helpers to run the trainer.
+
+A stale RANK or MASTER_ADDR from the shell that runs pytest would turn a single-process test
+into a rendezvous that waits forever, so every test starts without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCHER_PREFIXES = ("SLURM_", "PMI_", "PALS_", "OMPI_", "PBS_", "TORCHELASTIC_", "MPI_LOCAL")
+LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                  "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_CONTROL_FD")
+
+
+def is_launcher_variable(name: str) -> bool:
+    return name in LAUNCHER_NAMES or name.startswith(LAUNCHER_PREFIXES)
+
+
+def clean_env(**extra: str) -> dict:
+    """os.environ without launcher variables, with the repo importable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not is_launcher_variable(k)}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _no_launcher_variables(monkeypatch):
+    for name in list(os.environ):
+        if is_launcher_variable(name):
+            monkeypatch.delenv(name)
+
+
+def run_trainer(args: list[str], *, launcher: list[str] | None = None, timeout: float = 300,
+                cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_hpc.train`` (optionally under a launcher) as a real process."""
+    command = (launcher or [sys.executable]) + ["-m", "mnist_hpc.train", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or REPO, env=env or clean_env())
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def only_run_dir(results_dir: Path) -> Path:
+    """The single run directory a run created under ``results_dir``."""
+    runs = [p for p in results_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, f"expected one run directory, found {runs}"
+    return runs[0]
