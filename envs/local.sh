@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Local set-up for a laptop, a workstation or CI: a venv in the repo with pinned packages,
+# then one action. Re-running it is cheap: packages are reinstalled only when
+# envs/requirements.txt changes.
+#
+#   bash envs/local.sh train [TRAIN ARGS...]   set up, then python -m mnist_hpc.train
+#   bash envs/local.sh test [PYTEST ARGS...]   set up, then the test suite
+#   bash envs/local.sh setup                   set up only
+#   source envs/local.sh                       set up and activate in this shell
+#
+# Knobs: PYTHON (interpreter for the venv, default python3.11 or python3), VENV (default
+# <repo>/.venv).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$REPO/.venv}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+REQUIREMENTS="$REPO/envs/requirements.txt"
+STAMP="$VENV/.mnist_hpc-requirements"
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "Creating $VENV with $PYTHON"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # the stamp holds the requirements last installed: skip pip when nothing changed
+    if ! cmp -s "$REQUIREMENTS" "$STAMP"; then
+        echo "Installing packages into $VENV (torch is a large download: a few minutes)"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
+        "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
+        "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$REPO"
+        cp "$REQUIREMENTS" "$STAMP"
+    fi
+    # mpich's mpiexec and torchrun live in the venv's bin
+    export PATH="$VENV/bin:$PATH"
+}
+
+# Sourced: set up and leave the venv active in the caller's shell.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+    set +euo pipefail
+    setup
+    # shellcheck disable=SC1091
+    source "$VENV/bin/activate"
+    return 0
+fi
+
+action="${1:-train}"
+shift || true
+setup
+cd "$REPO"
+case "$action" in
+    train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
+    test) exec "$VENV/bin/python" -m pytest "$@" ;;
+    setup) echo "Ready: source $VENV/bin/activate" ;;
+    *) echo "usage: bash envs/local.sh train|test|setup [ARGS...]" >&2; exit 2 ;;
+esac

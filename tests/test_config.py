@@ -1,0 +1,122 @@
+"""RunConfig: presets, precedence, and a clear UsageError for every kind of bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnist_hpc.config import RunConfig, load_yaml, make_config, parse_args, preset_names
+from mnist_hpc.errors import UsageError
+
+
+def test_presets_exist_and_parse():
+    assert {"seed", "default"} <= set(preset_names())
+    for name in preset_names():
+        assert isinstance(parse_args(["--config", name]), RunConfig)
+
+
+def test_seed_preset_is_the_notebook():
+    config = parse_args(["--config", "seed"])
+    assert (config.model, config.optimizer, config.lr, config.batch_size, config.epochs,
+            config.shuffle, config.split_seed) == ("seed", "adam", 0.01, 512, 3, False, 55)
+    assert config.precision == "fp32" and not config.normalize
+
+
+def test_default_preset_is_the_corrected_network_with_shuffling():
+    config = parse_args([])
+    assert config.model == "cnn" and config.shuffle and config.batch_size == 512
+    assert config.epochs == 3 and config.optimizer == "adam"
+
+
+def test_cli_overrides_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 5\nlr: 0.002\nmodel: seed\n")
+    config = parse_args(["--config", str(path), "--epochs", "2", "--limit", "100"])
+    assert (config.epochs, config.lr, config.model, config.limit) == (2, 0.002, "seed", 100)
+
+
+def test_paths_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_args(["--data-dir", "somewhere", "--results-dir", "out"])
+    assert config.data_dir == str(tmp_path / "somewhere")
+    assert config.results_dir == str(tmp_path / "out")
+
+
+def test_time_limit_accepts_walltime_format():
+    assert parse_args(["--time-limit", "1:02:03"]).time_limit == 3723
+    assert parse_args(["--time-limit", "90"]).time_limit == 90
+
+
+def test_checkpoint_interval_defaults_to_one_for_multi_epoch_runs():
+    assert parse_args(["--epochs", "3"]).checkpoint_interval == 1
+    assert parse_args(["--epochs", "1"]).checkpoint_interval is None
+    assert parse_args(["--epochs", "4", "--checkpoint-every", "2"]).checkpoint_interval == 2
+
+
+def test_ints_are_accepted_as_floats_but_not_the_reverse():
+    assert make_config({"lr": 1}).lr == 1.0
+    with pytest.raises(UsageError, match="epochs must be int"):
+        make_config({"epochs": 2.5})
+    with pytest.raises(UsageError, match="shuffle must be bool"):
+        make_config({"shuffle": "yes"})
+
+
+def test_recipe_hash_ignores_paths_and_epochs_but_not_the_recipe():
+    base = RunConfig()
+    assert base.recipe_hash() == make_config({"epochs": 9, "results_dir": "/x"}).recipe_hash()
+    assert base.recipe_hash() != make_config({"lr": 0.5}).recipe_hash()
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--lr", "0"], r"lr must be > 0"),
+    (["--lr", "-1"], r"lr must be > 0"),
+    (["--batch-size", "0"], r"batch_size must be > 0"),
+    (["--epochs", "0"], r"epochs must be > 0"),
+    (["--limit", "0"], r"limit must be > 0"),
+    (["--model", "mlp"], r"model must be one of seed, cnn"),
+    (["--device", "tpu"], r"device must be one of auto, cpu, cuda, mps"),
+    (["--backend", "mpi"], r"backend must be one of auto, gloo, nccl"),
+    (["--batch-mode", "local"], r"batch_mode must be one of global, per-rank"),
+    (["--precision", "fp16"], r"precision must be one of"),
+    (["--label-smoothing", "1"], r"label_smoothing must be in \[0, 1\)"),
+    (["--run-id", "../escape"], r"run_id '../escape' may hold only"),
+    (["--lr", "fast"], r"argument --lr: invalid float value"),
+    (["--shuffle", "maybe"], r"'maybe' is not a boolean"),
+    (["--time-limit", "1:2:3:4"], r"is not seconds or H:MM:SS"),
+    (["--bogus"], r"unrecognized arguments: --bogus"),
+    (["--config", "nosuch"], r"no preset named 'nosuch'; presets: .*default"),
+    (["--config", "/nonexistent/run.yaml"], r"config file '/nonexistent/run.yaml' does not exist"),
+])
+def test_bad_cli_values_raise_one_clear_line(argv, pattern):
+    with pytest.raises(UsageError, match=pattern) as info:
+        parse_args(argv)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("epochs: [1\n", r"YAML syntax error in .* at line 2"),
+    ("lrr: 0.1\n", r"unknown key 'lrr' .*did you mean 'lr'\?"),
+    ("epochs: three\n", r"epochs must be int, got str 'three'"),
+    ("- epochs\n- 3\n", r"must hold a mapping of keys to values, not a list"),
+    ("betas: [0.9]\n", r"betas must be two numbers"),
+    ("lr: null\n", r"lr may not be empty"),
+])
+def test_bad_yaml_is_refused_with_its_reason(tmp_path, text, pattern):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=pattern):
+        parse_args(["--config", str(path)])
+
+
+def test_empty_yaml_means_defaults(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_yaml(path) == {}
+    assert parse_args(["--config", str(path)]) == RunConfig()
+
+
+def test_help_prints_the_real_defaults(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"(default: {RunConfig().batch_size})" in out and "--resume" in out

@@ -1,0 +1,161 @@
+"""MNIST offline: verification by content, the notebook's split, exact shards and batches."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_hpc import data
+from mnist_hpc.errors import UsageError
+
+from conftest import REPO, run_trainer
+
+RAW = REPO / "data" / "MNIST" / "raw"
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return data.load_splits(REPO / "data")
+
+
+@pytest.fixture
+def data_copy(tmp_path) -> Path:
+    """A private data dir holding the four .gz files, to corrupt at will."""
+    raw = data.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in data.FILES:
+        shutil.copy(RAW / f"{name}.gz", raw)
+    return tmp_path
+
+
+def test_carried_files_verify_and_load(splits):
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (48000, 12000, 10000)
+    assert splits.train.images.dtype == torch.uint8
+    assert splits.train.images.shape[1:] == (28, 28)
+    assert splits.train.labels.dtype == torch.int64
+    assert set(splits.test.labels.tolist()) == set(range(10))
+
+
+def test_split_is_the_notebooks_random_split():
+    # random_split with fractions draws one randperm of the whole set from the generator
+    train, val = data.split_indices(60000, 55)
+    expected = torch.randperm(60000, generator=torch.Generator().manual_seed(55))
+    assert torch.equal(train, expected[:48000]) and torch.equal(val, expected[48000:])
+
+
+def test_limit_keeps_the_first_images_of_each_split(splits):
+    small = data.load_splits(REPO / "data", limit=100)
+    assert (len(small.train), len(small.val), len(small.test)) == (100, 100, 100)
+    assert torch.equal(small.train.images, splits.train.images[:100])
+    assert torch.equal(small.test.labels, splits.test.labels[:100])
+
+
+def test_decompressed_copy_is_made_once_and_verified(data_copy):
+    data.load_raw(data_copy)
+    plain = data.raw_dir(data_copy) / "t10k-labels-idx1-ubyte"
+    assert plain.is_file()
+    # a corrupt decompressed copy beside a good .gz is replaced, not trusted
+    plain.write_bytes(b"garbage")
+    data.load_raw(data_copy)
+    assert plain.read_bytes() == gzip.decompress((RAW / "t10k-labels-idx1-ubyte.gz").read_bytes())
+
+
+def _corrupt(path: Path, how: str) -> None:
+    content = gzip.decompress(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif how == "flipped":
+        flipped = bytearray(content)
+        flipped[5000] ^= 0x01
+        path.write_bytes(gzip.compress(bytes(flipped)))
+
+
+@pytest.mark.parametrize("how, pattern", [
+    ("truncated", r"t10k-images-idx3-ubyte.gz is corrupt or truncated"),
+    ("flipped", r"t10k-images-idx3-ubyte.gz is corrupt or truncated \(md5"),
+])
+def test_damaged_file_is_refused(data_copy, how, pattern):
+    _corrupt(data.raw_dir(data_copy) / "t10k-images-idx3-ubyte.gz", how)
+    with pytest.raises(UsageError, match=pattern):
+        data.load_raw(data_copy)
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+def test_damaged_file_exits_2_with_one_line(data_copy, tmp_path, how):
+    _corrupt(data.raw_dir(data_copy) / "train-images-idx3-ubyte.gz", how)
+    result = run_trainer(["--data-dir", str(data_copy), "--results-dir", str(tmp_path / "r"),
+                          "--limit", "64"])
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "train-images-idx3-ubyte.gz is corrupt" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_missing_file_names_the_file_and_the_fix(data_copy):
+    (data.raw_dir(data_copy) / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UsageError, match=r"train-labels-idx1-ubyte.gz is missing from .*"
+                                         r"--data-dir.*--download"):
+        data.load_raw(data_copy)
+
+
+def test_wrong_magic_number_is_named(data_copy):
+    path = data.raw_dir(data_copy) / "t10k-labels-idx1-ubyte.gz"
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[3] = 0x03
+    path.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(UsageError, match=r"magic number 2051, expected 2049"):
+        data.load_raw(data_copy)
+
+
+def test_train_rows_are_split_without_overlap_and_cover_each_global_batch():
+    for world in (1, 2, 3):
+        per_rank = [data.train_steps(1000, 128, r, world, seed=1, epoch=0, shuffle=True)
+                    for r in range(world)]
+        assert len({len(steps) for steps in per_rank}) == 1
+        for k in range(len(per_rank[0])):
+            parts = [steps[k].local for steps in per_rank]
+            joined = torch.cat(parts)
+            assert len(set(joined.tolist())) == len(joined) == per_rank[0][k].global_size
+        everything = torch.cat([s.local for steps in per_rank for s in steps])
+        assert sorted(everything.tolist()) == list(range(1000))
+
+
+def test_epoch_order_changes_by_epoch_and_is_shared_by_ranks():
+    a0 = data.epoch_order(500, seed=3, epoch=0, shuffle=True)
+    assert torch.equal(a0, data.epoch_order(500, seed=3, epoch=0, shuffle=True))
+    assert not torch.equal(a0, data.epoch_order(500, seed=3, epoch=1, shuffle=True))
+    assert torch.equal(data.epoch_order(500, 3, 0, shuffle=False), torch.arange(500))
+
+
+def test_tail_smaller_than_world_is_dropped_and_counted():
+    steps = data.train_steps(1025, 512, 0, 2, seed=0, epoch=0, shuffle=False)
+    assert [s.global_size for s in steps] == [512, 512]
+    assert data.steps_per_epoch(1025, 512, 2) == 2
+    assert data.steps_per_epoch(48000, 512, 1) == 94
+
+
+@pytest.mark.parametrize("n, world", [(10, 3), (12000, 7), (5, 5), (1, 1)])
+def test_eval_shards_cover_the_split_exactly(n, world):
+    shards = [data.shard_range(n, r, world) for r in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_unshardable_world_is_refused(splits):
+    small = data.load_splits(REPO / "data", limit=1)
+    with pytest.raises(UsageError, match=r"fewer than the 2 ranks"):
+        data.check_shardable(small, 512, 2)
+    with pytest.raises(UsageError, match=r"global batch 2 is smaller than the 4 ranks"):
+        data.check_shardable(splits, 2, 4)
+
+
+def test_to_input_matches_totensor(splits):
+    torchvision = pytest.importorskip("torchvision")
+    image = splits.test.images[0]
+    expected = torchvision.transforms.ToTensor()(image.numpy())
+    assert torch.equal(data.to_input(image[None])[0], expected)
