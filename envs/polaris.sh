@@ -22,8 +22,8 @@
 _mnist_hpc_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # conda's activate scripts read unset variables and return non-zero on benign paths: relax
-# the caller's strict mode while they run, then restore exactly what the caller had.
-_mnist_hpc_saved_opts="$(set +o)"
+# the caller's strict mode while they run, then restore the caller's -e and -u.
+_mnist_hpc_flags="$-"
 set +eu
 
 if command -v module >/dev/null 2>&1; then
@@ -32,6 +32,9 @@ if command -v module >/dev/null 2>&1; then
     # site: pin a dated module (e.g. conda/2024-04-29) to keep one torch across a study
     module load "${POLARIS_CONDA_MODULE:-conda}"
     conda activate
+elif [ -n "${PBS_JOBID:-}" ]; then
+    # a batch shell without modules would run whatever python is on PATH: say so in the log
+    echo "envs/polaris.sh: no 'module' command here; conda not loaded" >&2
 fi
 
 # site: a venv elsewhere (e.g. on /eagle) instead of the repo's .venv
@@ -41,5 +44,6 @@ if [ -f "$_mnist_hpc_venv/bin/activate" ]; then
     source "$_mnist_hpc_venv/bin/activate"
 fi
 
-eval "$_mnist_hpc_saved_opts"
-unset _mnist_hpc_repo _mnist_hpc_venv _mnist_hpc_saved_opts
+case "$_mnist_hpc_flags" in *e*) set -e ;; esac
+case "$_mnist_hpc_flags" in *u*) set -u ;; esac
+unset _mnist_hpc_repo _mnist_hpc_venv _mnist_hpc_flags

@@ -11,8 +11,8 @@
 _mnist_hpc_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # module and activate scripts read unset variables: relax the caller's strict mode while
-# they run, then restore exactly what the caller had.
-_mnist_hpc_saved_opts="$(set +o)"
+# they run, then restore the caller's -e and -u.
+_mnist_hpc_flags="$-"
 set +eu
 
 # site: the modules your cluster's PyTorch needs
@@ -34,5 +34,6 @@ if [ -f "$_mnist_hpc_venv/bin/activate" ]; then
     source "$_mnist_hpc_venv/bin/activate"
 fi
 
-eval "$_mnist_hpc_saved_opts"
-unset _mnist_hpc_repo _mnist_hpc_venv _mnist_hpc_saved_opts
+case "$_mnist_hpc_flags" in *e*) set -e ;; esac
+case "$_mnist_hpc_flags" in *u*) set -u ;; esac
+unset _mnist_hpc_repo _mnist_hpc_venv _mnist_hpc_flags

@@ -8,7 +8,6 @@ with ``torch.load(weights_only=True)``: tensors and plain containers only, never
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,15 +41,22 @@ def save(run_dir: Path, payload: dict) -> Path:
     return path
 
 
+# what train.py reads from a checkpoint: a file without them is not one of ours
+REQUIRED = ("config", "recipe_hash", "model", "optimizer", "epoch", "step", "history",
+            "epoch_records", "rng", "world_size")
+
+
 def load(path: Path) -> dict:
     """Read a checkpoint as data. Any unreadable or foreign file is a UsageError."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except Exception as exc:  # a damaged file fails in many ways (zip, pickle, storage, ...)
         raise UsageError(f"cannot read checkpoint {path} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                          f"start a fresh run or point --resume at another run directory")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if (not isinstance(payload, dict) or payload.get("format") != FORMAT
+            or not all(key in payload for key in REQUIRED)
+            or not isinstance(payload["config"], dict)):
         raise UsageError(f"{path} is not a mnist_hpc checkpoint of format {FORMAT}; "
                          f"start a fresh run")
     return payload
@@ -71,8 +77,8 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
     if resume == "latest":
         found = find_resumable(results_dir)
         if found is None:
-            raise UsageError(f"--resume latest found no run with a {CHECKPOINT} under "
-                             f"{results_dir}; pass --results-dir or a run directory")
+            raise UsageError(f"--resume latest found no unfinished run with a {CHECKPOINT} "
+                             f"under {results_dir}; pass --results-dir or a run directory")
         return found
     run_dir = Path(resume).expanduser().resolve()
     if not (run_dir / CHECKPOINT).is_file():
@@ -98,5 +104,19 @@ def check_compatible(payload: dict, recipe_hash: str, model: str, world_size: in
     return problems
 
 
-def model_state(payload: dict) -> Any:
-    return payload["model"]
+def restore(payload: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Optional[Any], rank: int, world_size: int, device: torch.device) -> None:
+    """Put the checkpoint's states into a freshly built run. The RNG streams are per rank, so
+    they are restored only at the world size they were saved at."""
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if scheduler is not None and payload.get("scheduler") is not None:
+            scheduler.load_state_dict(payload["scheduler"])
+        if payload["world_size"] == world_size:
+            set_rng_state(payload["rng"][rank], device)
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"the checkpoint does not fit this run ({type(exc).__name__}: "
+                         f"{first_line}); --resume-force cannot change the network or the "
+                         f"optimizer, rerun with the original --model and --optimizer")

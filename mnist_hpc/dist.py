@@ -114,6 +114,19 @@ def _tasks_on_node(tasks_per_node: str, node_id: int) -> Optional[int]:
     return counts[node_id] if node_id < len(counts) else None
 
 
+def _in_slurm_step(environ: Mapping[str, str]) -> bool:
+    """A task of an srun step; the batch shell of a Slurm job has no step id."""
+    return "SLURM_STEP_ID" in environ or "SLURM_STEPID" in environ
+
+
+def _started_by_srun(environ: Mapping[str, str], rank_found: Optional[tuple[str, str]]) -> bool:
+    """srun itself started this process as that rank. Slurm's MPI plugins set only part of an
+    MPI environment (mpi/pmi2: PMI_RANK and PMI_SIZE, no local rank; mpi/cray_shasta:
+    PALS_RANKID and PALS_NODEID, no size), while Slurm's own variables are whole."""
+    return (_in_slurm_step(environ) and rank_found is not None
+            and environ.get("SLURM_PROCID") == rank_found[1])
+
+
 def detect(environ: Mapping[str, str]) -> DistEnv:
     """Rank, sizes and launcher from the environment; a single process if no launcher is seen.
 
@@ -121,7 +134,7 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
     back to rank 0: a misdetected rank would train alone and hide the mistake.
     """
     for name, (rank_vars, size_vars, local_vars, local_size_vars) in LAUNCHERS.items():
-        if name == "slurm" and "SLURM_STEP_ID" not in environ and "SLURM_STEPID" not in environ:
+        if name == "slurm" and not _in_slurm_step(environ):
             continue  # the batch shell of a Slurm job is one process, not a task of a step
         if name == "pals" and "PALS_RANKID" not in environ:
             continue
@@ -130,6 +143,8 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         if rank_found is None and size_found is None:
             continue
         if rank_found is None or size_found is None:
+            if name in MPI_LAUNCHERS and _started_by_srun(environ, rank_found):
+                continue
             present, absent = (rank_found, size_vars) if rank_found else (size_found, rank_vars)
             raise UsageError(f"{present[0]} is set but {absent[0]} is not: a half-set {name} "
                              f"environment; launch with {name} or unset {present[0]}")
@@ -138,10 +153,13 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         local_rank = _int(*local) if local else (rank if world == 1 else None)
         local_size = _first(environ, local_size_vars)
         local_world = _int(*local_size) if local_size else None
-        if name == "slurm" and "SLURM_TASKS_PER_NODE" in environ:
-            local_world = _tasks_on_node(environ["SLURM_TASKS_PER_NODE"],
-                                         _int("SLURM_NODEID", environ.get("SLURM_NODEID", "0")))
+        layout = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE")
+        if name == "slurm" and layout:
+            local_world = _tasks_on_node(layout, _int("SLURM_NODEID",
+                                                      environ.get("SLURM_NODEID", "0")))
         if local_rank is None:
+            if name in MPI_LAUNCHERS and _started_by_srun(environ, rank_found):
+                continue
             raise UsageError(f"{name} gives rank {rank} of {world} but no local rank "
                              f"({' or '.join(local_vars)}); set it or use another launcher")
         local_world = local_world or world
@@ -158,7 +176,8 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
 
 def _port(environ: Mapping[str, str]) -> Optional[int]:
     """MASTER_PORT if set, else one derived from the job (and step) id so that two jobs
-    sharing a node don't both take 29500 (pytorch/pytorch#126510)."""
+    sharing a node don't both take 29500 (pytorch/pytorch#126510). The range stays below
+    Linux's ephemeral ports (32768-60999), which outgoing connections may hold."""
     if "MASTER_PORT" in environ:
         port = _int("MASTER_PORT", environ["MASTER_PORT"])
         if not 1 <= port <= 65535:
@@ -168,7 +187,7 @@ def _port(environ: Mapping[str, str]) -> Optional[int]:
     if key is None:
         return None
     key += "." + environ.get("SLURM_STEP_ID", environ.get("SLURM_STEPID", ""))
-    return 20000 + zlib.crc32(key.encode()) % 20000
+    return 20000 + zlib.crc32(key.encode()) % 12768
 
 
 def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
@@ -184,8 +203,13 @@ def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
         except OSError as exc:
             raise UsageError(f"cannot read PBS_NODEFILE {environ['PBS_NODEFILE']}: "
                              f"{exc.strerror}; set MASTER_ADDR")
-    if addr is None and environ.get("SLURM_JOB_NODELIST", environ.get("SLURM_NODELIST")):
-        addr = expand_hostlist(environ.get("SLURM_JOB_NODELIST") or environ["SLURM_NODELIST"])[0]
+    # srun's tasks: rank 0 runs on the step's first node, which is the job's first node only
+    # when the step spans the whole allocation
+    names = (("SLURM_STEP_NODELIST",) if env.launcher == "slurm" else ()) + (
+        "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+    nodelist = next((environ[name] for name in names if environ.get(name)), None)
+    if addr is None and nodelist:
+        addr = expand_hostlist(nodelist)[0]
     if (addr is None or port is None) and env.launcher in MPI_LAUNCHERS:
         addr, port = _mpi_broadcast(addr, port)
     if addr is None:
@@ -204,7 +228,12 @@ def _mpi_broadcast(addr: Optional[str], port: Optional[int]) -> tuple[str, int]:
     mine = None
     if comm.Get_rank() == 0:
         mine = (addr or socket.gethostname(), port or _free_port())
-    return comm.bcast(mine, root=0)
+    addr, port = comm.bcast(mine, root=0)
+    # MPI's one job is done. Finalize now, on every rank together: MPICH's MPI_Finalize (which
+    # mpi4py would run at exit) waits for all ranks, so a rank that raised would stay alive
+    # with its gloo sockets open and its peers would wait for the collective timeout.
+    MPI.Finalize()
+    return addr, port
 
 
 def _free_port() -> int:

@@ -49,9 +49,11 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def create_run_dir(results_dir: str | Path, run_id: Optional[str]) -> Path:
+def create_run_dir(results_dir: str | Path, run_id: Optional[str], reuse: bool = False) -> Path:
     """Make a fresh run directory. ``mkdir`` without exist_ok is the lock: two runs can never
-    share one. A named run that exists already is refused (resume it with --resume)."""
+    share one. A named run that exists already is refused (resume it with --resume), unless
+    ``reuse``: ``--resume auto`` restarts its own unfinished run that died before its first
+    checkpoint (a requeued job must not fail forever on the directory it left)."""
     root = Path(results_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -66,16 +68,33 @@ def create_run_dir(results_dir: str | Path, run_id: Optional[str]) -> Path:
             run_dir.mkdir()
             return run_dir
         except FileExistsError:
-            if run_id is not None:
-                raise UsageError(f"run directory {run_dir} exists already; choose another "
-                                 f"--run-id, or continue it with --resume {run_dir}")
+            if run_id is None:
+                continue
+            if reuse and run_dir.is_dir() and run_status(run_dir) != "completed":
+                return run_dir
+            if reuse and run_dir.is_dir():
+                raise UsageError(f"run {run_dir} completed already; choose another --run-id")
+            raise UsageError(f"run directory {run_dir} exists already; choose another "
+                             f"--run-id, or continue it with --resume {run_dir}")
     raise UsageError(f"could not create a unique run directory under {root}")
 
 
+def run_status(run_dir: Path) -> Optional[str]:
+    """The status recorded in a run's metrics.json, or None if there is none to read."""
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
 def find_resumable(results_dir: str | Path) -> Optional[Path]:
-    """The most recently checkpointed run directory under ``results_dir`` (for --resume latest)."""
+    """The most recently checkpointed unfinished run under ``results_dir`` (--resume latest).
+    Completed runs keep their last checkpoint but are skipped: "latest" means the run a
+    preemption interrupted, not one that finished after it."""
     root = Path(results_dir)
     candidates = [p.parent for p in root.glob(f"*/{CHECKPOINT}")] if root.is_dir() else []
+    candidates = [p for p in candidates if run_status(p) != "completed"]
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p / CHECKPOINT).stat().st_mtime)

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +57,16 @@ class StopRequest:
         return f"signal {self.signal_name}" if self.signal_name else "time limit"
 
 
-def install_signal_handlers(stop: StopRequest) -> None:
-    for signum in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(signum, stop.handler)
+def install_signal_handlers(stop: StopRequest) -> dict:
+    """Route the preemption signals to ``stop``; returns the handlers they replace."""
+    return {signum: signal.signal(signum, stop.handler)
+            for signum in (signal.SIGTERM, signal.SIGUSR1)}
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        if handler is not None:  # None: installed outside Python, nothing we can put back
+            signal.signal(signum, handler)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -159,7 +167,8 @@ def prepare_run_dir(config: RunConfig, env: dist.DistEnv) -> tuple[Path, Optiona
         resume_dir = (checkpoint.resolve(config.resume, config.results_dir, config.run_id)
                       if config.resume else None)
         if resume_dir is None:
-            return str(results.create_run_dir(config.results_dir, config.run_id)), None
+            return str(results.create_run_dir(config.results_dir, config.run_id,
+                                              reuse=config.resume == "auto")), None
         return str(resume_dir), checkpoint.load(resume_dir / results.CHECKPOINT)
 
     run_dir, state = dist.broadcast_object(agree(env, on_main), env)
@@ -228,12 +237,8 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
     if state is not None:
         warnings = checkpoint.check_compatible(state, config.recipe_hash(), config.model,
                                                env.world_size, config.resume_force)
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if state["world_size"] == env.world_size:
-            checkpoint.set_rng_state(state["rng"][env.rank], device)
+        checkpoint.restore(state, raw_model, optimizer, scheduler, env.rank, env.world_size,
+                           device)
         start_epoch, start_step = state["epoch"], state["step"]
         run.history = [list(row) for row in state["history"]]
         metrics["epochs"] = list(state["epoch_records"])
@@ -263,7 +268,9 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
         now = time.monotonic()
         stop.longest_step = max(stop.longest_step, now - stop.last_check)
         stop.last_check = now
-        if env.distributed and step % config.stop_check_every:
+        # under DDP the check is a collective, so only every few steps; always at the epoch's
+        # last step too, or an epoch shorter than stop_check_every would never stop
+        if env.distributed and step % config.stop_check_every and step != n_steps:
             return False
         wanted = stop.signal_name is not None or (env.is_main and stop.out_of_time())
         return dist.any_rank(wanted, env)
@@ -355,29 +362,28 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
         run.write_metrics("preempted")
         raise
     except BaseException as exc:
-        metrics["error"] = f"rank {env.rank}: {type(exc).__name__}: {exc}"
+        metrics["error"] = f"rank {env.rank}: {describe(exc)}"
         run.write_metrics("failed")
         raise
 
 
 def _rank_for_messages() -> int:
-    """Best guess of the global rank for printing bad-input errors once, before dist is up."""
-    for names in dist.LAUNCHERS.values():
-        for name in names[0]:
-            value = os.environ.get(name, "")
-            if value.isdigit():
-                return int(value)
-    return 0
+    """The global rank for printing bad-input errors once, before dist is up. A launcher
+    environment too broken to name a rank counts as rank 0: its error must be printed, and a
+    process without a valid rank is most likely alone."""
+    try:
+        return dist.detect(os.environ).rank
+    except UsageError:
+        return 0
 
 
-def _hard_exit_after(seconds: float, code: int) -> None:
+def _hard_exit_after(seconds: float, code: int) -> threading.Timer:
     """If teardown hangs (a dead peer, a stuck NCCL communicator), exit anyway: a failed
     rank must end the job, not idle until walltime (pytorch/pytorch#97191)."""
-    import threading
-
     timer = threading.Timer(seconds, lambda: os._exit(code))
     timer.daemon = True
     timer.start()
+    return timer
 
 
 def exit_code(exc: BaseException) -> int:
@@ -386,6 +392,12 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, Preempted):
         return EXIT_PREEMPTED
     return EXIT_FAILURE
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line.rstrip('.')}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -397,15 +409,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     stop = StopRequest(time_limit=config.time_limit)
-    install_signal_handlers(stop)
+    previous_handlers = install_signal_handlers(stop)
+    joined, hard_exit = False, None
     try:
         with dist.session(config.device, config.backend, config.timeout) as env:
-            rank = env.rank
+            rank, joined = env.rank, True
+            # MPICH's MPI_Finalize (the MPI rendezvous runs it) leaves a SIGUSR1 handler of its
+            # own that swallows the signal: take the preemption signals back
+            install_signal_handlers(stop)
             try:
                 return train(config, env, stop)
             except BaseException as exc:
                 # armed before the process group's teardown, which can hang on a dead peer
-                _hard_exit_after(60, exit_code(exc))
+                hard_exit = _hard_exit_after(60, exit_code(exc))
                 raise
     except UsageError as exc:
         if rank == 0:
@@ -417,10 +433,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"rank {rank}: interrupted", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # the one place every runtime failure is named, per rank
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        print(f"error: rank {rank} failed: {type(exc).__name__}: {first_line}",
-              file=sys.stderr, flush=True)
+        if not joined:  # init_process_group gave up: usually a rank that never started
+            print(f"error: rank {rank} failed to start the process group: {describe(exc)}; "
+                  f"check that every rank started and can reach rank 0 (MASTER_ADDR, "
+                  f"MASTER_PORT), or raise --timeout", file=sys.stderr, flush=True)
+        else:
+            print(f"error: rank {rank} failed: {describe(exc)}", file=sys.stderr, flush=True)
         return EXIT_FAILURE
+    finally:
+        # teardown is over: a caller that goes on (tests call main() in-process) keeps
+        # neither the hard exit nor our signal handlers
+        if hard_exit is not None:
+            hard_exit.cancel()
+        restore_signal_handlers(previous_handlers)
 
 
 def main_exit() -> None:

@@ -1,0 +1,93 @@
+"""Weights after every optimizer step, for the DDP equivalence test.
+
+    python tests/ddp_steps.py OUT_DIR                             # plain and engine, 1 process
+    torchrun --nproc_per_node 2 tests/ddp_steps.py OUT_DIR        # engine under DDP, 2 ranks
+
+Every run takes the same global batches of one shuffled epoch of ``N`` training images:
+512, 512 and a last batch of 3, which two ranks split 2 + 1, so a per-rank mean (instead of
+the engine's sum scaled by world size / global size) would weigh the lone sample of rank 1
+twice as much. ``plain`` is the reference: the mean cross-entropy of the whole global batch,
+written without the package's engine or data sharding. ``engine`` wraps the model in DDP as
+train.py does (gradient bucket views and the timed all-reduce hook on gloo) and feeds
+``train_one_epoch`` this rank's slices from ``data.train_steps``. Each rank saves its
+snapshots to ``OUT_DIR/{mode}-{optimizer}-w{world size}-rank{rank}.pt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from mnist_hpc import data, dist, engine
+from mnist_hpc.config import RunConfig
+from mnist_hpc.models import build_model
+
+N = 1027  # 2 x 512 + 3
+GLOBAL_BATCH = 512
+SEED = 0
+OPTIMIZERS = {
+    # SGD without momentum: the update is the gradient itself, so a wrong scale shows at once
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.5),
+    # Adam, the trainer's default (it hides a constant scale, not a wrong weighting)
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+}
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+
+def plain(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module) -> list:
+    snapshots = []
+    order = data.epoch_order(N, SEED, 0, True)  # the same global batches; no sharding here
+    for start in range(0, N, GLOBAL_BATCH):
+        index = order[start:start + GLOBAL_BATCH]
+        inputs = split.images[index].unsqueeze(1).float() / 255
+        loss = nn.functional.cross_entropy(model(inputs), split.labels[index])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        snapshots.append(snapshot(model))
+    return snapshots
+
+
+def with_engine(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module,
+                env: dist.DistEnv) -> list:
+    snapshots = []
+    wrapped: nn.Module = model
+    if env.distributed:
+        wrapped = DDP(model, gradient_as_bucket_view=True)
+        wrapped.register_comm_hook(engine.CommTimer(), engine.timed_allreduce_hook)
+    steps = data.train_steps(N, GLOBAL_BATCH, env.rank, env.world_size, SEED, 0, True)
+    precision = engine.Precision()
+    batches = engine.device_batches(split, [(s.local, s.global_size) for s in steps], precision)
+    engine.train_one_epoch(wrapped, batches, optimizer, nn.CrossEntropyLoss(reduction="sum"),
+                           env.world_size, precision, on_step=lambda step: snapshots.append(
+                               snapshot(model)))
+    return snapshots
+
+
+def main(out_dir: Path) -> None:
+    split = data.load_splits(RunConfig().data_dir, limit=N).train
+    assert len(split) == N
+    with dist.session(device="cpu", backend="gloo", timeout_s=60) as env:
+        modes = ("engine",) if env.distributed else ("plain", "engine")
+        for mode in modes:
+            for name, make_optimizer in OPTIMIZERS.items():
+                torch.manual_seed(SEED)
+                model = build_model("cnn", dropout=False)
+                optimizer = make_optimizer(model.parameters())
+                if mode == "plain":
+                    snapshots = plain(split, optimizer, model)
+                else:
+                    snapshots = with_engine(split, optimizer, model, env)
+                torch.save(snapshots,
+                           out_dir / f"{mode}-{name}-w{env.world_size}-rank{env.rank}.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,189 @@
+"""Distributed training with real processes: torchrun and MPICH's mpiexec, gloo on CPU.
+
+What these show: the launchers' real environments are read as documented; each launch makes
+one run directory with exact, all-reduced sample counts; 1 process, 2 torchrun ranks and 2 MPI
+ranks train the same numbers; DDP through the engine takes the very steps of textbook
+single-process training; and a rank that dies or raises ends the whole job promptly, says
+which rank it was, and never leaves a run marked completed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, clean_env, only_run_dir, read_metrics
+from launchers import COMMON, LIMIT, PYTHON, launch, launcher, trained
+
+pytestmark = pytest.mark.e2e
+
+LAUNCHER_NAMES = {"torchrun": "torchrun", "mpiexec": "mpich"}
+
+# --- the launchers' own environments ---------------------------------------------------------
+
+SHOW_ENV = """
+import json, os
+from mnist_hpc import dist
+env = dist.detect(os.environ)
+print("DETECTED " + json.dumps({"names": sorted(os.environ), "rank": env.rank,
+      "local_rank": env.local_rank, "world_size": env.world_size,
+      "local_world_size": env.local_world_size, "launcher": env.launcher}))
+"""
+
+# What each launcher sets, as observed from the launcher itself (and documented: torchrun's
+# "Environment Variables" in torch/distributed/run.py; MPICH hydra's, see test_dist.py).
+REAL_NAMES = {
+    "torchrun": {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                 "MASTER_PORT"},
+    "mpiexec": {"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"},
+}
+
+
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_detects_the_real_launcher_environment(kind):
+    prefix = launcher(kind)
+    if kind == "torchrun":
+        prefix += ["--no-python", PYTHON]
+    result = launch(prefix + ["-c", SHOW_ENV], timeout=120)
+    assert result.returncode == 0, str(result)
+    ranks = [json.loads(line.split("DETECTED ", 1)[1])
+             for line in result.output.splitlines() if "DETECTED " in line]
+    assert len(ranks) == 2, str(result)
+    for found in ranks:
+        assert REAL_NAMES[kind] <= set(found["names"]), str(result)
+        assert (found["world_size"], found["local_world_size"], found["launcher"]) == (
+            2, 2, LAUNCHER_NAMES[kind])
+    assert sorted((r["rank"], r["local_rank"]) for r in ranks) == [(0, 0), (1, 1)]
+
+
+# --- one run directory, exact counts ----------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_two_ranks_write_one_complete_run_directory(kind, tmp_path_factory):
+    run_dir = trained(kind, True, tmp_path_factory)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    world = metrics["world"]
+    assert world["world_size"] == 2 and world["local_world_size"] == 2
+    assert world["nodes"] == 1 and len(world["hostnames"]) == 2
+    assert (world["launcher"], world["backend"], world["device"]) == (
+        LAUNCHER_NAMES[kind], "gloo", "cpu")
+    if kind == "mpiexec":  # no launcher address: rank 0's host, sent over MPI
+        assert world["master_addr"] == socket.gethostname()
+    # --limit keeps the first LIMIT images of each split; 500 + 499 per rank, all-reduced
+    assert metrics["samples"] == {"train": LIMIT, "val": LIMIT, "test": LIMIT}
+    assert len(metrics["epochs"]) == 2
+    for epoch in metrics["epochs"]:
+        assert epoch["train_s"] > 0 and epoch["eval_s"] > 0
+        assert epoch["train_samples"] == LIMIT and epoch["train_samples_per_s"] > 0
+        assert epoch["comm_s"] is not None and 0 <= epoch["comm_s"] <= epoch["train_s"]
+    assert metrics["final"]["init_process_group_s"] > 0
+    assert 0 <= metrics["final"]["test_acc"] <= 100
+    assert np.load(run_dir / "history.npy").shape == (2, 4)
+    for name in ("history.csv", "config.yaml", "loss.png", "accuracy.png"):
+        assert (run_dir / name).stat().st_size > 0
+
+
+# --- the same numbers on 1 and 2 ranks ----------------------------------------------------------
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_one_process_and_two_ranks_train_the_same_numbers(shuffle, tmp_path_factory):
+    runs = {kind: trained(kind, shuffle, tmp_path_factory)
+            for kind in ("single", "torchrun", "mpiexec")}
+    history = {kind: np.load(run_dir / "history.npy") for kind, run_dir in runs.items()}
+    assert history["single"][1, 1] < history["single"][0, 1], "the loss did not go down"
+    for kind in ("torchrun", "mpiexec"):
+        np.testing.assert_allclose(history[kind], history["single"], rtol=1e-5,
+                                   err_msg=f"{kind} differs from one process")
+        assert read_metrics(runs[kind])["final"]["test_acc"] == pytest.approx(
+            read_metrics(runs["single"])["final"]["test_acc"], rel=1e-5)
+
+
+def test_shuffling_changes_the_numbers(tmp_path_factory):
+    """Else the shuffled equivalence above would prove nothing beyond the fixed order."""
+    fixed = np.load(trained("single", False, tmp_path_factory) / "history.npy")
+    shuffled = np.load(trained("single", True, tmp_path_factory) / "history.npy")
+    assert not np.allclose(fixed, shuffled, rtol=1e-3)
+
+
+def test_ddp_steps_equal_single_process_steps(tmp_path):
+    """2 ranks x (256 | 256 | 2 and 1) through DDP and the engine take exactly the steps of one
+    process on the global batches of 512, 512 and 3, after every step, for SGD and Adam."""
+    script = str(REPO / "tests" / "ddp_steps.py")
+    for kind in ("single", "torchrun"):
+        result = launch(launcher(kind) + [script, str(tmp_path)], timeout=180)
+        assert result.returncode == 0, str(result)
+    # SGD's update is the gradient; Adam's is about lr (1e-3) per weight, so its tolerance
+    # only absorbs float noise in near-zero gradients
+    for optimizer, atol in (("sgd", 1e-6), ("adam", 2e-5)):
+        reference = torch.load(tmp_path / f"plain-{optimizer}-w1-rank0.pt")
+        assert len(reference) == 3
+        for name in ("w1-rank0", "w2-rank0", "w2-rank1"):
+            steps = torch.load(tmp_path / f"engine-{optimizer}-{name}.pt")
+            assert len(steps) == len(reference)
+            for step, (got, want) in enumerate(zip(steps, reference)):
+                for key in want:
+                    torch.testing.assert_close(
+                        got[key], want[key], rtol=1e-5, atol=atol,
+                        msg=lambda m: f"{optimizer} {name} step {step} {key}: {m}")
+
+
+# --- failures end the job -----------------------------------------------------------------------
+
+FAULT_ARGS = ["--limit", "1000", "--epochs", "2", "--batch-size", "64", "--device", "cpu",
+              "--backend", "gloo"]
+TIMEOUT = 30  # the collective timeout given to the trainer: failures must not wait for it
+
+
+def run_with_fault(kind: str, fault: str, tmp_path):
+    command = launcher(kind) + [str(REPO / "tests" / "faulty_train.py"), *FAULT_ARGS,
+                                "--timeout", str(TIMEOUT), "--results-dir", str(tmp_path)]
+    env = clean_env(FAULT=fault, FAULT_RANK="1", FAULT_STEP="3")
+    result = launch(command, env=env, timeout=TIMEOUT + 60)
+    metrics = read_metrics(only_run_dir(tmp_path))
+    assert metrics["status"] != "completed", str(result)
+    assert result.returncode != 0, str(result)
+    # found through the dead peer's closed sockets, not by waiting for the collective timeout
+    assert result.seconds < TIMEOUT, str(result)
+    return result, metrics
+
+
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_a_killed_rank_ends_the_job_and_is_named(kind, tmp_path):
+    result, metrics = run_with_fault(kind, "kill", tmp_path)
+    killed = re.search(r"rank 1 \(pid (\d+)\) sends itself SIGKILL", result.output)
+    assert killed, str(result)
+    if kind == "torchrun":
+        # torchrun's summary names the rank and the signal; rank 0 found the broken connection
+        # and wrote the failure before torchrun stopped it
+        root_cause = result.output.split("Root Cause", 1)[1]
+        assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", root_cause), str(result)
+        assert "SIGKILL" in root_cause, str(result)
+        assert metrics["status"] == "failed", str(result)
+        assert "error: rank 0 failed" in result.output
+    else:
+        # hydra names the process by pid and host, then SIGKILLs the survivors at once, so
+        # rank 0 may not get to write "failed"; the pid is rank 1's
+        assert "BAD TERMINATION" in result.output, str(result)
+        assert re.search(rf"PID {killed.group(1)} RUNNING AT", result.output), str(result)
+        assert "EXIT CODE: 9" in result.output, str(result)
+        assert metrics["status"] in ("running", "failed")
+
+
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_a_rank_that_raises_fails_every_rank(kind, tmp_path):
+    result, metrics = run_with_fault(kind, "raise", tmp_path)
+    assert re.search(r"error: rank 1 failed: RuntimeError: CUDA out of memory", result.output), (
+        str(result))
+    assert "error: rank 0 failed:" in result.output, str(result)  # its peer vanished
+    assert metrics["status"] == "failed", str(result)
+    assert metrics["error"].startswith("rank 0: RuntimeError"), metrics["error"]
+    if kind == "torchrun":
+        root_cause = result.output.split("Root Cause", 1)[1]
+        assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*1", root_cause), (
+            str(result))

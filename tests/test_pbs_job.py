@@ -1,0 +1,168 @@
+"""jobs/polaris_ddp.pbs run the way PBS runs it on a job's first node.
+
+PBS starts the script with bash in $HOME, with PBS_NODEFILE, PBS_JOBID, PBS_O_WORKDIR and
+PBS_ACCOUNT set and the -v variables exported. Polaris's mpiexec is Cray PALS; here it is
+MPICH hydra, whose options differ (-ppn, -genv; no --depth or --cpu-bind). The script takes
+its launcher from MPIEXEC, so these tests hand it a small wrapper that records the exact
+argv the template passed (the Polaris options, checked below), translates it to hydra's
+spelling, drops the core binding (meaningless on a 2-core test machine) and execs the real
+mpiexec: every rank then really runs through jobs/set_affinity_gpu_polaris.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, clean_env, read_metrics
+
+SCRIPT = REPO / "jobs" / "polaris_ddp.pbs"
+JOBID = "12345.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov"
+
+WRAPPER = '''#!{python}
+"""mpiexec as Polaris's PALS is called, recorded, then run by MPICH hydra (or not: DRY)."""
+import json, os, sys
+
+args = sys.argv[1:]
+with open({log!r}, "w") as log:
+    json.dump(args, log)
+if {dry!r}:
+    sys.exit(0)
+hydra = []
+i = 0
+while i < len(args) and args[i].startswith("-"):
+    flag, value = args[i], args[i + 1]
+    if flag == "-n":
+        hydra += ["-n", value]
+    elif flag == "--ppn":
+        hydra += ["-ppn", value]
+    elif flag == "--env":
+        name, _, text = value.partition("=")
+        hydra += ["-genv", name, text]
+    elif flag not in ("--depth", "--cpu-bind"):
+        sys.exit("fake mpiexec: unexpected option " + flag)
+    i += 2
+os.execv({real!r}, [{real!r}, *hydra, *args[i:]])
+'''
+
+
+def real_mpiexec() -> str:
+    found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("mpiexec not found (pip install mpich)", pytrace=False)
+        pytest.skip("mpiexec not found (pip install mpich)")
+    return found
+
+
+def make_wrapper(directory: Path, *, dry: bool) -> tuple[Path, Path]:
+    """Write the recording mpiexec; returns (wrapper, file its argv is written to)."""
+    log = directory / "mpiexec-argv.json"
+    wrapper = directory / "mpiexec"
+    wrapper.write_text(WRAPPER.format(python=sys.executable, log=str(log), dry=dry,
+                                      real=real_mpiexec() if not dry else ""))
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def pbs_env(tmp_path: Path, wrapper: Path, nodes: list[str], **extra: str) -> dict:
+    """The environment PBS gives the job script, plus qsub -v variables in ``extra``."""
+    nodefile = tmp_path / "nodefile"
+    nodefile.write_text("".join(f"{node}\n" for node in nodes))
+    env = clean_env(PBS_NODEFILE=str(nodefile), PBS_JOBID=JOBID, PBS_O_WORKDIR=str(REPO),
+                    PBS_ACCOUNT="testproj", PBS_ENVIRONMENT="PBS_BATCH", PBS_QUEUE="debug",
+                    MPIEXEC=str(wrapper), HOME=str(tmp_path))
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def run_pbs(env: dict, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    # PBS runs a spooled copy from $HOME: the script must find the repo by PBS_O_WORKDIR
+    return subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_launch_line_uses_polaris_options(tmp_path):
+    wrapper, log = make_wrapper(tmp_path, dry=True)
+    env = pbs_env(tmp_path, wrapper, ["x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov",
+                                      "x3001c0s13b1n0.hsn.cm.polaris.alcf.anl.gov"])
+    result = run_pbs(env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    argv = json.loads(log.read_text())
+    # 2 nodes x 4 GPUs, Polaris's binding, the affinity script between launcher and python
+    assert argv[:10] == ["-n", "8", "--ppn", "4", "--depth", "8", "--cpu-bind", "depth",
+                         "--env", "OMP_NUM_THREADS=1"]
+    assert argv[10:14] == ["jobs/set_affinity_gpu_polaris.sh", "python", "-m", "mnist_hpc.train"]
+    train = argv[14:]
+    assert flag_value(train, "--config") == "default"
+    assert flag_value(train, "--run-id") == "pbs-12345"
+    assert flag_value(train, "--resume") == "auto"
+    assert flag_value(train, "--results-dir") == str(REPO / "results")
+    assert "--epochs" not in train  # the preset's epochs unless EPOCHS is given
+    # rank 0's host is the first node file entry, as written; the port is derived from the id
+    assert "x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov:32345" in result.stdout
+
+
+def test_job_parameters_pass_through_literally(tmp_path):
+    wrapper, log = make_wrapper(tmp_path, dry=True)
+    marker = tmp_path / "evaluated"
+    env = pbs_env(tmp_path, wrapper, ["node0"], CONFIG="seed", EPOCHS="3", NGPUS_PER_NODE="2",
+                  RESULTS_DIR=str(tmp_path / "out"),
+                  TRAIN_ARGS=f"--lr 0.01   --note $(touch {marker}) '*'",
+                  PBS_JOBID="4242[7].polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov")
+    result = run_pbs(env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    argv = json.loads(log.read_text())
+    assert argv[:4] == ["-n", "2", "--ppn", "2"]
+    assert flag_value(argv, "--config") == "seed"
+    assert flag_value(argv, "--epochs") == "3"
+    assert flag_value(argv, "--results-dir") == str(tmp_path / "out")
+    assert flag_value(argv, "--run-id") == "pbs-4242_7_"  # array id sanitized
+    # split on whitespace, nothing evaluated or globbed
+    assert argv[-6:] == ["--lr", "0.01", "--note", "$(touch", f"{marker})", "'*'"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("account", [None, "", "YOUR_PROJECT"])
+def test_missing_account_fails_before_launch(tmp_path, account):
+    wrapper, log = make_wrapper(tmp_path, dry=True)
+    env = pbs_env(tmp_path, wrapper, ["node0"], PBS_ACCOUNT=account)
+    result = run_pbs(env, tmp_path)
+    assert result.returncode != 0
+    assert "#PBS -A" in result.stderr and "qsub -A" in result.stderr, result.stderr
+    assert not log.exists(), "mpiexec ran although the account check failed"
+
+
+@pytest.mark.e2e
+def test_pbs_job_trains_with_two_ranks(tmp_path):
+    wrapper, log = make_wrapper(tmp_path, dry=False)
+    results = tmp_path / "results"
+    env = pbs_env(tmp_path, wrapper, [socket.gethostname()], NGPUS_PER_NODE="2",
+                  RESULTS_DIR=str(results), CONFIG="default", EPOCHS="1",
+                  TRAIN_ARGS="--limit 512 --device cpu --backend gloo --timeout 60")
+    result = run_pbs(env, tmp_path, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+
+    argv = json.loads(log.read_text())
+    assert argv[:8] == ["-n", "2", "--ppn", "2", "--depth", "8", "--cpu-bind", "depth"]
+
+    run_dir = results / "pbs-12345"
+    assert f"Run directory: {run_dir}" in output
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["world"]["world_size"] == 2
+    assert metrics["world"]["job_id"] in (JOBID, "12345")
+    assert np.load(run_dir / "history.npy").shape == (1, 4)

@@ -1,0 +1,383 @@
+"""Reliability end to end: lost nodes, preemption signals, time limits, failing ranks.
+
+Every test runs the real trainer in real processes under a real launcher (torchrun, mpiexec,
+or the launcher's environment set by hand) on CPU. Resumed runs must reproduce an
+uninterrupted run's history *exactly* (np.array_equal): on CPU the numbers are deterministic,
+so any difference means a piece of state (weights, optimizer moments, step position, RNG,
+shuffle order) was not carried over.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, clean_env, read_metrics, run_trainer
+from fault_injection import MESSAGES, descendants, kill_all_at_once, wait_until_gone
+
+pytestmark = pytest.mark.e2e
+
+# 8 steps of 64 per epoch, 3 epochs: long enough to interrupt, short enough for 2 cores
+ARGS = ["--limit", "512", "--batch-size", "64", "--epochs", "3", "--device", "cpu"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2"]
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
+TRACEBACK = "Traceback (most recent call last)"
+
+needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec (pip install mpich) missing")
+
+
+def mpiexec(n: int = 2) -> list[str]:
+    return [MPIEXEC, "-n", str(n), sys.executable]
+
+
+def command(args: list[str], launcher: list[str] | None = None) -> list[str]:
+    """The trainer's command line; torchrun takes ``-m`` itself, like python does."""
+    return (launcher or [sys.executable]) + ["-m", "mnist_hpc.train", *args]
+
+
+def start(args: list[str], tmp_path: Path, launcher: list[str] | None = None,
+          env: dict | None = None, name: str = "run") -> subprocess.Popen:
+    """Start the trainer in the background; stdout is a pipe, stderr goes to a file."""
+    stderr = open(tmp_path / f"{name}.stderr", "w")
+    return subprocess.Popen(command(args, launcher), cwd=REPO, env=env or clean_env(),
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float = 120) -> str:
+    """Read the trainer's stdout until a line matches (training starts after 'steps/epoch')."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"no line matching {pattern!r} in {''.join(seen)!r}")
+
+
+def history(run_dir: Path) -> np.ndarray:
+    return np.load(run_dir / "history.npy")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file below ``folder`` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def environ_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode()
+    except OSError:
+        return ""
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def reference_two_ranks(tmp_path_factory) -> np.ndarray:
+    """The history of an uninterrupted 2-rank run with ARGS."""
+    results = tmp_path_factory.mktemp("reference2")
+    result = run_trainer([*ARGS, "--results-dir", str(results), "--run-id", "ref"],
+                         launcher=TORCHRUN, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return history(results / "ref")
+
+
+@pytest.fixture(scope="module")
+def reference_one_rank(tmp_path_factory) -> np.ndarray:
+    """The history of an uninterrupted single-process run with ARGS."""
+    results = tmp_path_factory.mktemp("reference1")
+    result = run_trainer([*ARGS, "--results-dir", str(results), "--run-id", "ref"], timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return history(results / "ref")
+
+
+# --- a lost node: SIGKILL to the launcher and every rank at once -----------------------------
+
+def test_lost_node_leaves_no_orphans_and_resume_is_exact(tmp_path, reference_two_ranks):
+    run_dir = tmp_path / "results" / "lost"
+    args = [*ARGS, "--results-dir", str(tmp_path / "results"), "--run-id", "lost"]
+    launcher = start(args, tmp_path, TORCHRUN)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoint.pt").exists():  # epoch 0 done, its checkpoint written
+            assert launcher.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        tree = [launcher.pid, *descendants(launcher.pid)]
+        assert len(tree) >= 3, f"expected torchrun and two ranks, found {tree}"
+        kill_all_at_once(tree)
+    finally:
+        launcher.kill()
+        launcher.wait(timeout=30)
+        launcher.stdout.close()
+
+    assert wait_until_gone(tree, timeout=10) == [], "processes survived the lost node"
+    before = snapshot(run_dir)
+    time.sleep(2)
+    assert snapshot(run_dir) == before, "files changed after every process was killed"
+    # whatever the kill interrupted, no final name holds a partial file
+    assert read_metrics(run_dir)["status"] == "running"
+    assert history(run_dir).shape[1] == 4
+
+    result = run_trainer([*ARGS, "--resume", str(run_dir)], launcher=TORCHRUN, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"Resuming .* at epoch [12], step 0", result.stdout)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert len(metrics["resumed_from"]) == 1 and len(metrics["epochs"]) == 3
+    assert np.array_equal(history(run_dir), reference_two_ranks), (
+        f"resumed {history(run_dir)} != uninterrupted {reference_two_ranks}")
+
+
+# --- preemption signals ----------------------------------------------------------------------
+
+def test_sigusr1_mid_epoch_checkpoints_and_resume_is_exact(tmp_path, reference_one_rank):
+    run_dir = tmp_path / "results" / "usr1"
+    args = [*ARGS, "--results-dir", str(tmp_path / "results"), "--run-id", "usr1"]
+    proc = start(args, tmp_path)
+    wait_for_line(proc, r"steps/epoch")  # the next thing the trainer does is step 1 of epoch 0
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    stderr = (tmp_path / "run.stderr").read_text()
+    assert proc.returncode == 75, stderr
+    match = re.search(r"Stopping early \(signal SIGUSR1\) at epoch 0, step (\d+); checkpoint "
+                      r"written\. Resume with --resume (\S+)", out)
+    assert match and 1 <= int(match.group(1)) < 8, out  # mid-epoch: 8 steps per epoch
+    assert Path(match.group(2)) == run_dir
+    assert read_metrics(run_dir)["status"] == "preempted"
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert error_lines(stderr) == [] and TRACEBACK not in stderr
+
+    result = run_trainer([*ARGS, "--resume", str(run_dir)], timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at epoch 0, step {match.group(1)}" in result.stdout
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert np.array_equal(history(run_dir), reference_one_rank), (
+        f"resumed {history(run_dir)} != uninterrupted {reference_one_rank}")
+
+
+@needs_mpiexec
+def test_sigterm_to_mpiexec_stops_both_ranks_and_resume_is_exact(tmp_path, reference_two_ranks):
+    """mpiexec (hydra) forwards SIGTERM to its ranks, as a scheduler's preemption does; the
+    ranks agree to stop through an all-reduce every stop_check_every steps, checkpoint, and
+    exit 75, which mpiexec passes on."""
+    config = tmp_path / "every3.yaml"
+    config.write_text((REPO / "mnist_hpc" / "presets" / "default.yaml").read_text()
+                      + "stop_check_every: 3\n")
+    run_dir = tmp_path / "results" / "mpi"
+    args = [*ARGS, "--config", str(config), "--results-dir", str(tmp_path / "results"),
+            "--run-id", "mpi"]
+    proc = start(args, tmp_path, mpiexec())
+    wait_for_line(proc, r"world size 2 .*steps/epoch")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    stderr = (tmp_path / "run.stderr").read_text()
+    assert proc.returncode == 75, stderr
+    match = re.search(r"Stopping early \(signal SIGTERM\) at epoch 0, step (\d+)", out)
+    assert match and int(match.group(1)) in (3, 6), out  # a check step, mid-epoch
+    assert read_metrics(run_dir)["status"] == "preempted"
+    assert TRACEBACK not in stderr
+
+    result = run_trainer(["--config", str(config), *ARGS, "--resume", str(run_dir)],
+                         launcher=mpiexec(), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read_metrics(run_dir)["status"] == "completed"
+    # the same numbers as the torchrun run: the launcher changes nothing but the plumbing
+    assert np.array_equal(history(run_dir), reference_two_ranks)
+
+
+@needs_mpiexec
+def test_signal_to_one_rank_stops_all_even_when_epochs_are_shorter_than_the_check(tmp_path):
+    """SIGUSR1 sent to rank 1 alone (as torchrun, which forwards nothing, leaves it to the
+    batch script to do) stops every rank. With 2 steps per epoch and the default check every
+    10 steps, the stop comes at the end of the epoch: it used to be ignored to the end."""
+    args = ["--limit", "128", "--batch-size", "64", "--epochs", "30", "--device", "cpu",
+            "--results-dir", str(tmp_path / "results"), "--run-id", "short"]
+    proc = start(args, tmp_path, mpiexec())
+    wait_for_line(proc, r"2 steps/epoch")
+    ranks = [pid for pid in descendants(proc.pid) if "mnist_hpc.train" in cmdline(pid)]
+    assert len(ranks) == 2, ranks
+    rank1 = next(pid for pid in ranks if "PMI_RANK=1" in environ_of(pid).splitlines())
+    os.kill(rank1, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, (tmp_path / "run.stderr").read_text()
+    assert re.search(r"Stopping early \(signal SIGUSR1\) after epoch \d+; checkpoint written",
+                     out), out
+    metrics = read_metrics(tmp_path / "results" / "short")
+    assert metrics["status"] == "preempted" and len(metrics["epochs"]) < 30
+
+
+# --- the time limit and --resume auto, as a requeued job uses them ---------------------------
+
+def test_time_limit_stops_cleanly_and_resume_auto_continues_exactly(tmp_path, reference_one_rank):
+    results = tmp_path / "results"
+    args = [*ARGS, "--results-dir", str(results), "--run-id", "job-42", "--resume", "auto"]
+    # first start: nothing to resume, so it starts fresh; the walltime (H:MM:SS, with the
+    # trainer's reserve of 5 s) ends it early
+    first = run_trainer([*args, "--time-limit", "0:00:08"], timeout=180)
+    assert first.returncode == 75, first.stderr[-3000:]
+    assert "Resuming" not in first.stdout
+    assert re.search(r"Stopping early \(time limit\) (at|after) epoch", first.stdout), first.stdout
+    assert error_lines(first.stderr) == [] and TRACEBACK not in first.stderr
+    run_dir = results / "job-42"
+    assert read_metrics(run_dir)["status"] == "preempted"
+    assert (run_dir / "checkpoint.pt").is_file()
+
+    # the requeued job: the same command line finds the checkpoint and finishes the run
+    second = run_trainer(args, timeout=180)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Resuming {run_dir} at epoch" in second.stdout
+    assert [p.name for p in results.iterdir()] == ["job-42"]
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert np.array_equal(history(run_dir), reference_one_rank)
+
+
+# --- a rank that fails, a rank that never joins ----------------------------------------------
+
+def two_ranks_by_hand(args: list[str], tmp_path: Path, script: str | None = None,
+                      **extra: str) -> list[subprocess.Popen]:
+    """Rank 0 and rank 1 started with torchrun's variables set by hand: no launcher is there
+    to kill the survivor, so each rank must end by itself."""
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = clean_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                        LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                        **extra)
+        cmd = ([sys.executable, script] if script else [sys.executable, "-m", "mnist_hpc.train"])
+        procs.append(subprocess.Popen(cmd + args, cwd=REPO, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    return procs
+
+
+def test_rank_that_raises_ends_every_rank_with_one_clear_line(tmp_path):
+    timeout = 20
+    args = [*ARGS, "--results-dir", str(tmp_path / "results"), "--run-id", "oom",
+            "--timeout", str(timeout)]
+    procs = two_ranks_by_hand(args, tmp_path, FAULT_SCRIPT, FAULT_RANK="1", FAULT_STEP="2")
+    # the fault comes about 2 s after start-up; every rank must be gone well within the timeout
+    outputs = [proc.communicate(timeout=timeout + 90) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert codes == [1, 1], outputs
+    rank1_errors = error_lines(outputs[1][1])
+    assert rank1_errors == [f"error: rank 1 failed: OutOfMemoryError: {MESSAGES['oom']}"]
+    rank0_errors = error_lines(outputs[0][1])
+    assert len(rank0_errors) == 1 and rank0_errors[0].startswith("error: rank 0 failed: ")
+    assert TRACEBACK not in outputs[0][1] + outputs[1][1]
+    metrics = read_metrics(tmp_path / "results" / "oom")
+    assert metrics["status"] == "failed"
+    assert metrics["error"].startswith("rank 0: ") and "\n" not in metrics["error"]
+
+
+def test_rank_that_raises_under_torchrun_is_named_once(tmp_path):
+    timeout = 20
+    results = tmp_path / "results"
+    started = time.monotonic()
+    result = subprocess.run(
+        TORCHRUN + [FAULT_SCRIPT, *ARGS, "--results-dir", str(results), "--run-id", "oom",
+                    "--timeout", str(timeout)],
+        cwd=REPO, env=clean_env(FAULT_RANK="1", FAULT_STEP="2", FAULT_ERROR="oom"),
+        capture_output=True, text=True, timeout=timeout + 120)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    named = [l for l in error_lines(result.stderr) if l.startswith("error: rank 1 ")]
+    assert named == [f"error: rank 1 failed: OutOfMemoryError: {MESSAGES['oom']}"], result.stderr
+    # torchrun's report lists each rank that exited non-zero (or was signalled)
+    exit_codes = re.findall(r"exitcode\s*:\s*(-?\d+)", result.stderr)
+    assert len(exit_codes) == 2 and all(int(c) != 0 for c in exit_codes), result.stderr
+    assert read_metrics(results / "oom")["status"] == "failed"
+    assert elapsed < timeout + 60, f"took {elapsed:.0f} s"
+
+
+def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_path):
+    """Rank 0 alone waits for its peer; rank 1 alone waits for rank 0. Both give up after
+    --timeout with one line that says what to check, instead of hanging until walltime."""
+    timeout = 10
+    args = ["--limit", "64", "--epochs", "1", "--results-dir", str(tmp_path / "results"),
+            "--timeout", str(timeout)]
+    procs = []
+    for rank in (0, 1):  # each alone, on a port of its own
+        env = clean_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        procs.append(subprocess.Popen(command(args), cwd=REPO, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    started = time.monotonic()
+    outputs = [proc.communicate(timeout=timeout + 60) for proc in procs]
+    elapsed = time.monotonic() - started
+    assert [proc.returncode for proc in procs] == [1, 1], outputs
+    assert elapsed < timeout + 30
+    for rank, (_, stderr) in enumerate(outputs):
+        lines = error_lines(stderr)
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith(f"error: rank {rank} failed to start the process group: ")
+        assert lines[0].endswith("check that every rank started and can reach rank 0 "
+                                 "(MASTER_ADDR, MASTER_PORT), or raise --timeout")
+        assert TRACEBACK not in stderr
+    assert re.search(r"1/2 clients joined", error_lines(outputs[0][1])[0])
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+# --- many runs at once into one results directory --------------------------------------------
+
+def test_parallel_runs_get_distinct_complete_run_directories(tmp_path):
+    results = tmp_path / "results"
+    args = ["--limit", "256", "--epochs", "1", "--batch-size", "64", "--device", "cpu",
+            "--results-dir", str(results)]
+    env = clean_env()
+    unnamed = [subprocess.Popen(command(args), cwd=REPO, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(8)]
+    twins = [subprocess.Popen(command([*args, "--run-id", "twin"]), cwd=REPO, env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=300) for proc in unnamed + twins]
+    assert [proc.returncode for proc in unnamed] == [0] * 8, [o[1][-2000:] for o in outputs]
+    # two runs asking for the same name: one gets it, the other is refused, none shares it
+    assert sorted(proc.returncode for proc in twins) == [0, 2]
+    loser = outputs[8 + [proc.returncode for proc in twins].index(2)][1]
+    assert error_lines(loser) == [f"error: run directory {results / 'twin'} exists already; "
+                                  f"choose another --run-id, or continue it with --resume "
+                                  f"{results / 'twin'}"]
+
+    dirs = sorted(p for p in results.iterdir() if p.is_dir())
+    assert len(dirs) == 9
+    printed = {re.search(r"Run directory: (\S+)", out).group(1) for out, _ in outputs[:8]}
+    assert printed == {str(p) for p in dirs if p.name != "twin"}
+    for run_dir in dirs:
+        metrics = read_metrics(run_dir)
+        assert metrics["status"] == "completed" and metrics["run_id"] == run_dir.name
+        assert history(run_dir).shape == (1, 4)
+        names = {p.name for p in run_dir.iterdir()}
+        assert {"config.yaml", "history.csv", "metrics.json", "loss.png"} <= names
+        assert not [n for n in names if n.endswith(".tmp")], names

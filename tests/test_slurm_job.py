@@ -1,0 +1,124 @@
+"""jobs/slurm.sh and jobs/slurm_torchrun.sh submitted with sbatch to a real one-node Slurm
+cluster (tests/slurm_cluster.py).
+
+Two CPU workers on one node stand in for GPUs (CPU_ONLY=1); everything else is what a user
+runs: sbatch's --export contract, srun (or one torchrun per node) launching the trainer, the
+run directory named by the job id, and the preemption path (USR1 -> checkpoint -> requeue ->
+resume).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, read_metrics
+from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.e2e
+
+# how each template gets two workers on this 2-CPU node
+SIZING = {
+    "slurm.sh": ["--ntasks-per-node=2", "--cpus-per-task=1"],
+    "slurm_torchrun.sh": ["--ntasks-per-node=1", "--cpus-per-task=2"],
+}
+LAUNCHER = {"slurm.sh": "slurm", "slurm_torchrun.sh": "torchrun"}
+
+
+def submit(cluster: SlurmCluster, tmp_path: Path, script: str, epochs: int,
+           train_args: str) -> str:
+    """sbatch a template as its header shows, CPU only, results under tmp_path/results."""
+    return cluster.sbatch(
+        "--nodes=1",
+        *SIZING[script],
+        "--gpus-per-node=0",
+        f"--chdir={REPO}",
+        f"--output={tmp_path}/slurm-%j.out",
+        f"--export=ALL,CPU_ONLY=1,NPROC_PER_NODE=2,CONFIG=default,EPOCHS={epochs},"
+        f"TRAIN_ARGS={train_args},RESULTS_DIR={tmp_path / 'results'}",
+        str(REPO / "jobs" / script),
+    )
+
+
+def job_log(tmp_path: Path, job: str) -> str:
+    path = tmp_path / f"slurm-{job}.out"
+    return path.read_text(errors="replace") if path.exists() else "(no job log)"
+
+
+def completed_epochs(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "metrics.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
+def test_sbatch_accepts_the_directives(slurm_cluster, script):
+    """sbatch itself parses every #SBATCH line (--test-only: nothing is queued); only the
+    sizes this 2-CPU, GPU-less node cannot hold are overridden."""
+    result = slurm_cluster.run("sbatch", "--test-only", "--nodes=1", *SIZING[script],
+                               "--gpus-per-node=0", f"--chdir={REPO}",
+                               str(REPO / "jobs" / script), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "to start at" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
+def test_job_trains_with_two_workers(slurm_cluster, tmp_path, script):
+    job = submit(slurm_cluster, tmp_path, script, 1, "--limit 512 --timeout 60")
+    info = slurm_cluster.wait_finished(job, timeout=240)
+    log = job_log(tmp_path, job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+
+    run_dir = tmp_path / "results" / f"slurm-{job}"
+    assert f"Run directory: {run_dir}" in log
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["world"]["world_size"] == 2
+    assert metrics["world"]["job_id"] == job
+    assert metrics["world"]["launcher"] == LAUNCHER[script]
+    assert np.load(run_dir / "history.npy").shape == (1, 4)
+
+
+@pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
+def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, script):
+    epochs = 8  # about 4 s each here: the signal lands well before the end
+    job = submit(slurm_cluster, tmp_path, script, epochs,
+                 "--limit 1024 --checkpoint-every 1 --timeout 60")
+    run_dir = tmp_path / "results" / f"slurm-{job}"
+
+    # the warning Slurm sends before the time limit (--signal=B:USR1@120), sent now, once an
+    # epoch has finished, so the trainer has its handlers installed
+    deadline = time.monotonic() + 120
+    while completed_epochs(run_dir) < 1:
+        state = slurm_cluster.job(job)["JobState"]
+        assert state in ("PENDING", "RUNNING"), job_log(tmp_path, job)
+        assert time.monotonic() < deadline, "no epoch within 120 s\n" + job_log(tmp_path, job)
+        time.sleep(0.2)
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
+
+    info = slurm_cluster.wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 120,
+                                  "requeue")
+    assert completed_epochs(run_dir) < epochs, "the run ended before the signal: make it longer"
+    # a requeued job waits out the credential lifetime (cred_expire) unless released
+    if info.get("JobState") == "PENDING":
+        slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+    info = slurm_cluster.wait_finished(job, timeout=300)
+    log = job_log(tmp_path, job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert int(info["Restarts"]) == 1, log
+
+    # attempt 1: signal passed on, checkpoint, requeue; attempt 2: resumed and finished
+    assert "SIGUSR1 received" in log, log
+    assert "requeueing job" in log, log
+    assert "attempt 2" in log, log
+    assert "Resuming" in log, log
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert len(metrics["epochs"]) == epochs
+    assert metrics["resumed_from"], metrics
+    assert np.load(run_dir / "history.npy").shape == (epochs, 4)
