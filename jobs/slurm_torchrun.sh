@@ -9,7 +9,7 @@
 #          --export=ALL,CPU_ONLY=1,NPROC_PER_NODE=2,EPOCHS=1 jobs/slurm_torchrun.sh
 # Knobs: CONFIG, EPOCHS, TRAIN_ARGS, RESULTS_DIR, RUN_ID, CPU_ONLY as in jobs/slurm.sh, and
 #   NPROC_PER_NODE  workers per node      (default: the GPUs Slurm gave the node; 1 without)
-#   RDZV_PORT       rendezvous port       (default: 20000 + job id % 20000)
+#   RDZV_PORT       rendezvous port       (default: 20000 + job id % 12768)
 #
 # Preemption: as in jobs/slurm.sh, except that torchrun does not pass SIGUSR1 to its workers
 # (pytorch/pytorch#154849): the USR1 warning reaches torchrun as SIGTERM, which torchrun does
@@ -51,8 +51,9 @@ slurm_job_setup
 # SLURM_GPUS_ON_NODE is set only when the job holds GPUs
 NPROC_PER_NODE="${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}"
 RDZV_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-# two jobs sharing a node would collide on one fixed port (pytorch/pytorch#126510)
-RDZV_PORT="${RDZV_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+# two jobs sharing a node would collide on one fixed port (pytorch/pytorch#126510); the
+# range ends below Linux's ephemeral ports (32768+), which outgoing connections may hold
+RDZV_PORT="${RDZV_PORT:-$((20000 + SLURM_JOB_ID % 12768))}"
 # torchrun forwards SIGTERM to its workers, not SIGUSR1
 FORWARD_USR1_AS=TERM
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .results import file_mode
 
 # name -> (md5 of the uncompressed file, idx magic number, item count). Content is checked by
 # the uncompressed md5: one .gz here was re-compressed, so its own md5 differs from torchvision's.
@@ -104,6 +105,7 @@ def _write_cache(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            os.fchmod(handle.fileno(), file_mode())
         os.replace(tmp, path)
     except OSError:
         Path(tmp).unlink(missing_ok=True)
@@ -113,8 +115,8 @@ def read_file(data_dir: str | Path, name: str) -> Optional[bytes]:
     """Verified content of one MNIST file, or None if neither it nor its .gz exists."""
     folder = raw_dir(data_dir)
     plain, packed = folder / name, folder / f"{name}.gz"
-    if plain.is_file():
-        data = _read(plain)
+    if plain.is_file() and (os.access(plain, os.R_OK) or not packed.is_file()):
+        data = _read(plain)  # a cache we cannot read (another user's) falls back to the .gz
         if hashlib.md5(data).hexdigest() == FILES[name][0]:
             return data
         if not packed.is_file():

@@ -29,6 +29,14 @@ HISTORY_COLUMNS = ("train_acc", "train_loss", "val_acc", "val_loss")
 CHECKPOINT = "checkpoint.pt"
 
 
+def file_mode() -> int:
+    """The mode ``open`` would give a new file: mkstemp's 0600 would hide results (and the
+    MNIST cache) from the rest of the group on a shared filesystem."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, whole."""
     payload = data.encode() if isinstance(data, str) else data
@@ -37,6 +45,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
+            os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

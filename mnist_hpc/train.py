@@ -54,7 +54,12 @@ class StopRequest:
         return now - self.started + reserve >= self.time_limit
 
     def reason(self) -> str:
-        return f"signal {self.signal_name}" if self.signal_name else "time limit"
+        """Why this rank stopped; only rank 0 watches the clock, any rank may get a signal."""
+        if self.signal_name:
+            return f"signal {self.signal_name}"
+        if self.out_of_time():
+            return "time limit"
+        return "a signal received by another rank"
 
 
 def install_signal_handlers(stop: StopRequest) -> dict:

@@ -109,7 +109,8 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, script):
         slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
     info = slurm_cluster.wait_finished(job, timeout=300)
     log = job_log(tmp_path, job)
-    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), (
+        f"{log}\n{info}\n{slurm_cluster.logs()}")
     assert int(info["Restarts"]) == 1, log
 
     # attempt 1: signal passed on, checkpoint, requeue; attempt 2: resumed and finished
