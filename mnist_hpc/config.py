@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -25,6 +26,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 PRESETS_DIR = PACKAGE_DIR / "presets"
 
+MAX_TIMEOUT = 7 * 24 * 3600  # a collective waiting longer has hung; larger overflows timedelta
 CHOICES = {
     "model": ("seed", "cnn", "resnet", "vit"),
     "optimizer": ("adam", "adamw", "sgd"),
@@ -85,6 +87,10 @@ class RunConfig:
     stop_check_every: int = 10  # steps between the collective checks for a stop request
 
     def __post_init__(self) -> None:
+        for name in FLOAT_FIELDS:  # nan passes every comparison below, and inf breaks timers
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{name} must be a finite number, got {value!r}")
         for name, options in CHOICES.items():
             value = getattr(self, name)
             if value not in options:
@@ -104,6 +110,14 @@ class RunConfig:
             raise UsageError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction!r}")
         if self.weight_decay < 0:
             raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.momentum < 0:
+            raise UsageError(f"momentum must be >= 0, got {self.momentum!r}")
+        for name in ("seed", "split_seed"):  # the trainer derives per-rank and per-epoch seeds
+            if not 0 <= getattr(self, name) < 2**32:
+                raise UsageError(f"{name} must be in [0, 2**32), got {getattr(self, name)!r}")
+        if self.timeout > MAX_TIMEOUT:
+            raise UsageError(f"timeout must be at most {MAX_TIMEOUT} seconds (a week), "
+                             f"got {self.timeout!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise UsageError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
@@ -131,6 +145,7 @@ class RunConfig:
 
 FIELD_TYPES = get_type_hints(RunConfig)
 FIELD_NAMES = [f.name for f in fields(RunConfig)]
+FLOAT_FIELDS = [name for name, hint in FIELD_TYPES.items() if hint in (float, Optional[float])]
 
 
 def _coerce(name: str, value: Any) -> Any:

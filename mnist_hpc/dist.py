@@ -1,7 +1,8 @@
 """Who am I in the job: launcher detection, rendezvous address, device binding, process group.
 
 No side effects on import: mpi4py is imported only when an MPI launcher gives no rendezvous
-address, and (as Cray MPICH requires) before anything touches CUDA.
+address, and (as Cray MPICH requires) before anything touches CUDA; MPI is finalized as soon
+as rank 0's address has been sent.
 """
 
 from __future__ import annotations
@@ -153,10 +154,12 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         local_rank = _int(*local) if local else (rank if world == 1 else None)
         local_size = _first(environ, local_size_vars)
         local_world = _int(*local_size) if local_size else None
-        layout = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE")
-        if name == "slurm" and layout:
-            local_world = _tasks_on_node(layout, _int("SLURM_NODEID",
-                                                      environ.get("SLURM_NODEID", "0")))
+        if name == "slurm":  # the step's layout; the job's if srun gave none
+            layout = (environ.get("SLURM_STEP_TASKS_PER_NODE")
+                      or environ.get("SLURM_TASKS_PER_NODE"))
+            if layout:
+                local_world = _tasks_on_node(layout, _int("SLURM_NODEID",
+                                                          environ.get("SLURM_NODEID", "0")))
         if local_rank is None:
             if name in MPI_LAUNCHERS and _started_by_srun(environ, rank_found):
                 continue

@@ -359,8 +359,7 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
             "train_s": sum(e["train_s"] for e in metrics["epochs"]),
         }
         log(env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
-        run.write_history()
-        run.write_metrics("completed")
+        run.write_metrics("completed")  # the history and plots were written after each epoch
         log(env, f"Run directory: {run_dir}")
         return EXIT_OK
     except Preempted:

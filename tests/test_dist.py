@@ -47,7 +47,9 @@ from conftest import REPO, clean_env
 from mnist_hpc import dist
 from mnist_hpc.errors import UsageError
 
-# Every variable name the sources above give a launcher, with what it means.
+# Every variable name the sources above give a launcher. Two are weaker: PALS_LOCAL_SIZE is
+# not in the ALCF guides (job scripts for Aurora's PALS read it), and the mpich entry also
+# accepts PALS's PMI_LOCAL_RANK/PMI_LOCAL_SIZE for PMI launchers that set those.
 DOCUMENTED = {
     "torchrun": {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"},
     "pals": {"PMI_RANK", "PMI_SIZE", "PMI_LOCAL_RANK", "PMI_LOCAL_SIZE", "PALS_RANKID",

@@ -101,12 +101,20 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, script):
         time.sleep(0.2)
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
 
-    info = slurm_cluster.wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 120,
-                                  "requeue")
+    slurm_cluster.wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 120, "requeue")
     assert completed_epochs(run_dir) < epochs, "the run ended before the signal: make it longer"
-    # a requeued job waits out the credential lifetime (cred_expire) unless released
-    if info.get("JobState") == "PENDING":
-        slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+    # While it is requeued the job passes through short-lived states (its first attempt's
+    # end among them), so wait for the second attempt's header before waiting for the end.
+    deadline = time.monotonic() + 120
+    while "attempt 2" not in job_log(tmp_path, job):
+        info = slurm_cluster.job(job)
+        # a requeued job waits out the credential lifetime (cred_expire) unless released
+        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+            slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+        assert time.monotonic() < deadline, (
+            f"no second attempt within 120 s: {info}\n{job_log(tmp_path, job)}\n"
+            f"{slurm_cluster.logs()}")
+        time.sleep(0.5)
     info = slurm_cluster.wait_finished(job, timeout=300)
     log = job_log(tmp_path, job)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), (
