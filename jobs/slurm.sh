@@ -13,6 +13,7 @@
 #   RESULTS_DIR  where run directories go                          (default: <repo>/results)
 #   RUN_ID       run directory name; pass an old one to resume it  (default: slurm-<job id>)
 #   CPU_ONLY     1: train on CPUs with gloo (pair with --gpus-per-node=0)  (default: 0)
+#   MAX_RESTARTS requeues after a checkpoint before giving up     (default: 20)
 #   MODULES, MNIST_HPC_VENV: the software environment, see envs/slurm.sh
 # Sizes come from the allocation (SLURM_JOB_NUM_NODES, SLURM_NTASKS): change them with
 # sbatch options only; srun below inherits them, so no count is typed twice.

@@ -5,9 +5,10 @@
 #
 # Preemption: Slurm sends SIGUSR1 to the batch shell before the time limit
 # (--signal=B:USR1@120). run_step forwards it to srun, which forwards it to its tasks (or, if
-# FORWARD_USR1_AS names another signal, has Slurm send that one to the tasks); the trainer writes a checkpoint and exits 75; run_step
-# then requeues the job, which starts again under the same job id and resumes the run
-# directory (--resume auto). `scancel --signal=USR1 --batch <jobid>` does the same by hand.
+# FORWARD_USR1_AS names another signal, has Slurm send that one to the tasks); the trainer
+# writes a checkpoint and exits 75; run_step then requeues the job (at most MAX_RESTARTS
+# times), which starts again under the same job id and resumes the run directory
+# (--resume auto). `scancel --signal=USR1 --batch <jobid>` does the same by hand.
 # SIGTERM (scancel, or preemption with PreemptMode=REQUEUE, where Slurm requeues by itself)
 # is forwarded too but never leads to a requeue from here: a cancelled job stays cancelled.
 
@@ -127,6 +128,10 @@ run_step() {
         75)
             if [ "$_terminated" = 1 ]; then
                 echo "=== cancelled after a checkpoint; resume with --export=ALL,RUN_ID=$RUN_ID ==="
+            elif [ "${SLURM_RESTART_COUNT:-0}" -ge "${MAX_RESTARTS:-20}" ]; then
+                # a run that stops without progress would otherwise requeue forever
+                echo "=== stopped early again after ${SLURM_RESTART_COUNT} restarts (MAX_RESTARTS);" \
+                    "not requeueing: resume with --export=ALL,RUN_ID=$RUN_ID ==="
             else
                 echo "=== stopped early with a checkpoint: requeueing job $SLURM_JOB_ID ==="
                 # ends this attempt at once; the next one resumes from the checkpoint

@@ -166,7 +166,8 @@ def _write_conf(cluster_root: Path, node: str, cpus: int, munge_socket: Path) ->
     conf.write_text(f"""\
 # Written by tests/slurm_cluster.py: a private one-node cluster.
 ClusterName=mnisttest
-SlurmctldHost={node}
+# the loopback address: the daemons need not resolve this machine's name
+SlurmctldHost={node}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 # free ports, so a system Slurm or another test session on this machine is left alone
@@ -198,7 +199,7 @@ MinJobAge=600
 KillWait=10
 # trust the CPU count below even on a 1-core CI runner, so 2-task jobs can run
 SlurmdParameters=config_overrides
-NodeName={node} CPUs={cpus} RealMemory=1000 State=UNKNOWN
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
     return conf

@@ -56,6 +56,16 @@ def completed_epochs(run_dir: Path) -> int:
         return 0
 
 
+def test_cluster_runs_a_two_task_step(slurm_cluster, tmp_path):
+    """The cluster itself, before any template: a batch job whose srun starts 2 tasks."""
+    job = slurm_cluster.sbatch("--ntasks=2", f"--output={tmp_path}/wrap-%j.out",
+                               "--wrap", "srun hostname")
+    info = slurm_cluster.wait_finished(job, timeout=60)
+    output = (tmp_path / f"wrap-{job}.out").read_text()
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output
+    assert len(output.split()) == 2, output  # one hostname per task
+
+
 @pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
 def test_sbatch_accepts_the_directives(slurm_cluster, script):
     """sbatch itself parses every #SBATCH line (--test-only: nothing is queued); only the
@@ -86,7 +96,7 @@ def test_job_trains_with_two_workers(slurm_cluster, tmp_path, script):
 
 @pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
 def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, script):
-    epochs = 8  # about 4 s each here: the signal lands well before the end
+    epochs = 6  # about 4 s each here: the signal lands well before the end
     job = submit(slurm_cluster, tmp_path, script, epochs,
                  "--limit 1024 --checkpoint-every 1 --timeout 60")
     run_dir = tmp_path / "results" / f"slurm-{job}"
