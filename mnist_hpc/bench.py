@@ -283,7 +283,9 @@ def notebook_epochs(settings: Settings, epochs: int) -> dict:
     """The notebook's ``train_network(512, epochs, 0.01)``, as written (evaluate with a
     ``.item()`` per batch, DataLoaders over ToTensor'd images), timed like its ``%%time`` cell:
     from building the loaders and the model to the last evaluation. Seeded as train.py seeds,
-    so it starts from the same weights and dropout stream as the package's run."""
+    so it starts from the same weights as the package's run; the dropout masks then differ
+    (each DataLoader iterator draws a seed from the global RNG), so the two histories agree
+    only statistically."""
     device = settings.device
     training_data, validation_data = notebook_datasets(settings.data_dir, settings.limit)
     torch.backends.cudnn.benchmark = False
@@ -543,6 +545,20 @@ def format_report(report: dict) -> str:
                          + f" {row['final_test_acc']:>8.2f} {row['train_s']:>8.1f} "
                            f"{row['eval_s']:>7.1f}")
         lines.append("(@: epochs trained when first reached)")
+    s = report.get("summary") or {}
+    if any(v is not None for v in s.values()):
+        lines += ["", "Summary (x notebook: ratio to the notebook's figure on this machine)",
+                  f"  seed recipe training throughput (fp32, channels_last): "
+                  f"{_fmt(s['seed_recipe_throughput_x_notebook'])} x",
+                  f"  bf16 + channels_last training throughput: "
+                  f"{_fmt(s['bf16_cl_throughput_x_notebook'])} x; best case "
+                  f"{_fmt(s['best_throughput_x_notebook'])} x",
+                  f"  seed recipe's whole run, wall time: "
+                  f"{_fmt(s['seed_epochs_wall_x_notebook'])} x",
+                  f"  fast preset to 99 % test (training + evaluation): "
+                  f"{_fmt(s['fast_to_99_s'], '.1f')} s = "
+                  f"{_fmt(s['fast_to_99_x_notebook_epochs'])} x the notebook's whole run "
+                  f"({_fmt(s['notebook_epochs_wall_s'], '.1f')} s)"]
     return "\n".join(lines)
 
 
@@ -658,7 +674,32 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                 report["time_to_accuracy"][preset] = {"error": f"{type(exc).__name__}: {exc}"}
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     report["total_s"] = time.perf_counter() - started
+    report["summary"] = summary(report)
     return report
+
+
+def summary(report: dict) -> dict:
+    """The headline ratios, each None when its parts were not measured."""
+    rows = report["throughput"]
+
+    def ratio(name: str) -> Optional[float]:
+        return rows.get(name, {}).get("ratio_to_notebook")
+
+    epochs = report["epochs"] or {}
+    fast = report["time_to_accuracy"].get("fast", {})
+    hit = (fast.get("reached") or {}).get("99")
+    notebook_wall = epochs.get("notebook", {}).get("wall_s")
+    return {
+        # the seed preset's own path: device-resident, fp32, channels_last
+        "seed_recipe_throughput_x_notebook": ratio("device_cl"),
+        "bf16_cl_throughput_x_notebook": ratio("bf16_cl"),
+        "best_throughput_x_notebook": max((r for r in map(ratio, rows) if r), default=None),
+        "seed_epochs_wall_x_notebook": epochs.get("wall_ratio"),
+        "fast_to_99_s": hit["wall_s"] if hit else None,
+        "notebook_epochs_wall_s": notebook_wall,
+        "fast_to_99_x_notebook_epochs": (hit["wall_s"] / notebook_wall
+                                         if hit and notebook_wall else None),
+    }
 
 
 def failures(report: dict) -> list[str]:

@@ -364,6 +364,9 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
         return EXIT_OK
     except Preempted:
         run.write_metrics("preempted")
+        # no rank leaves before rank 0 has written the checkpoint and metrics: a launcher
+        # (mpiexec, srun, torchrun) ends the other ranks as soon as one exits non-zero
+        dist.all_gather_objects(None, env)
         raise
     except BaseException as exc:
         metrics["error"] = f"rank {env.rank}: {describe(exc)}"
