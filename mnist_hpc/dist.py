@@ -245,7 +245,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pick_device(requested: str, env: DistEnv) -> torch.device:
+def pick_device(requested: str, env: DistEnv,
+                environ: Optional[Mapping[str, str]] = None) -> torch.device:
     """cuda:local_rank modulo the visible GPUs (works with one GPU per rank via
     CUDA_VISIBLE_DEVICES and with all GPUs visible); set before the process group starts so
     each rank opens its context on its own GPU (pytorch/pytorch#135279)."""
@@ -266,13 +267,19 @@ def pick_device(requested: str, env: DistEnv) -> torch.device:
     if requested == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps but MPS is not available; use --device cpu")
     if requested == "cpu":
-        torch.set_num_threads(cpu_threads(env.local_world_size))
+        environ = os.environ if environ is None else environ
+        torch.set_num_threads(cpu_threads(env.local_world_size, environ))
     return torch.device(requested)
 
 
-def cpu_threads(local_world_size: int) -> int:
-    """Split the node's cores among its local ranks, unless the launcher already bound this
-    rank to a subset of cores (then use that subset whole)."""
+def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
+    """Threads for a CPU rank. An explicit count wins: OMP_NUM_THREADS (torchrun sets 1 when
+    it starts several ranks), else Slurm's --cpus-per-task. Otherwise split the cores this
+    process may use among the node's local ranks, unless the launcher already bound the rank
+    to a subset of cores (then use that subset whole)."""
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        if environ.get(name, "").isdigit() and int(environ[name]) > 0:
+            return int(environ[name])
     allowed = len(os.sched_getaffinity(0))
     if allowed < (os.cpu_count() or allowed):
         return allowed
@@ -294,7 +301,7 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
     """Detect, bind the device, start the process group with a timeout; always tear it down."""
     environ = os.environ if environ is None else environ
     env = rendezvous(detect(environ), environ)
-    torch_device = pick_device(device, env)
+    torch_device = pick_device(device, env, environ)
     env = replace(env, device=str(torch_device))
     if env.distributed:
         env = replace(env, backend=pick_backend(backend, torch_device))

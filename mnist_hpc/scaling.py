@@ -1042,7 +1042,14 @@ def write_plots(out: Path, rows: list[Row], title: str,
     if predicted:
         ax.plot([p["ranks"] for p in predicted], [p["samples_per_s"] for p in predicted],
                 ":", marker=".", label="model")
-    ax.set_yscale("log")
+    ys = median + [base.samples_per_s * x / base.ranks for x in model_x]
+    if max(ys) / min(ys) > 8:  # many doublings: log axes show each one the same size
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(
+            lambda value, _: f"{value:,.0f}"))
+        ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
+    else:
+        ax.set_ylim(bottom=0)
     axis(ax, "training samples/s", model_x)
     ax.legend(fontsize=8)
     _save(fig, out / "throughput.png")

@@ -412,7 +412,19 @@ def test_pick_backend():
 def test_cpu_threads(monkeypatch, allowed, cores, local_world, threads):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed)))
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    assert dist.cpu_threads(local_world) == threads
+    assert dist.cpu_threads(local_world, {}) == threads
+
+
+@pytest.mark.parametrize("environ, threads", [
+    ({"OMP_NUM_THREADS": "3"}, 3),                             # the user's explicit count
+    ({"SLURM_CPUS_PER_TASK": "6"}, 6),                         # sbatch/srun --cpus-per-task
+    ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "6"}, 2),
+    ({"OMP_NUM_THREADS": "", "SLURM_CPUS_PER_TASK": "x"}, 4),  # unusable: split the node
+])
+def test_cpu_threads_honours_explicit_counts(monkeypatch, environ, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert dist.cpu_threads(2, environ) == threads
 
 
 def test_import_has_no_side_effects():
