@@ -1294,7 +1294,7 @@ def _report_markdown(study_dir: Path, manifest: Optional[dict], mode: str,
         lines += ["## Performance model", "",
                   "Per-step time = compute + ring all-reduce of the fp32 gradients, "
                   "2(n−1)/n × bytes ÷ bandwidth + 2(n−1) × latency, with no overlap (see "
-                  "docs/scaling.md).", "", model_text, ""]
+                  "mnist_hpc/sweeps/README.md).", "", model_text, ""]
     return "\n".join(lines)
 
 

@@ -151,12 +151,8 @@ CASES = {
                                              r"\(see python -m mnist_hpc\.train --help\)$"),
     "unknown flag": Case(["--learning-rate", "0.1"],
                          r"unrecognized arguments: --learning-rate 0\.1 \(see python"),
-    "bad boolean": Case(["--shuffle", "maybe"], r"argument --shuffle: 'maybe' is not a "
-                                                r"boolean \(true/false\)"),
     "bad time limit": Case(["--time-limit", "soon"],
                            r"argument --time-limit: time limit 'soon' is not seconds or H:MM:SS"),
-    "zero checkpoint interval": Case(["--checkpoint-every", "0"],
-                                     r"checkpoint_every must be > 0 \(or left unset\), got 0$"),
     "bad run id": Case(["--run-id", "../escape"], r"run_id '\.\./escape' may hold only letters"),
     "cuda without a gpu": pytest.param(
         Case([*FAST, "--device", "cuda"], r"--device cuda but no CUDA device is visible; use "
@@ -173,9 +169,6 @@ CASES = {
     "yaml wrong type": Case(["--config", "{tmp}/config.yaml"],
                             r"epochs must be int, got str 'three'$",
                             setup=yaml_file("epochs: three\n")),
-    "yaml float for int": Case(["--config", "{tmp}/config.yaml"],
-                               r"batch_size must be int, got float 64\.5$",
-                               setup=yaml_file("batch_size: 64.5\n")),
     "yaml null": Case(["--config", "{tmp}/config.yaml"], r"batch_size may not be empty \(null\)",
                       setup=yaml_file("batch_size:\n")),
     "yaml list": Case(["--config", "{tmp}/config.yaml"],
@@ -248,8 +241,6 @@ CASES = {
                                    r"unset it", env={**TORCHRUN_ENV, "RANK": "zero"}),
     "RANK beyond WORLD_SIZE": Case(FAST, r"inconsistent torchrun environment: rank 5, world "
                                          r"size 2", env={**TORCHRUN_ENV, "RANK": "5"}),
-    "MASTER_PORT out of range": Case(FAST, r"MASTER_PORT=99999 is not a TCP port",
-                                     env={**TORCHRUN_ENV, "MASTER_PORT": "99999"}),
     "PMI_RANK without PMI_SIZE": Case(FAST, r"PMI_RANK is set but PMI_SIZE is not: a half-set "
                                             r"mpich environment", env={"PMI_RANK": "0"}),
     # --- resuming and naming runs ---
