@@ -6,7 +6,6 @@ writes the run directory; every collective runs on every rank.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket

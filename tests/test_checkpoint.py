@@ -7,11 +7,11 @@ the crash tests kill a real process in the middle of a write.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +262,17 @@ def test_atomic_write_really_is_the_rename(tmp_path, monkeypatch):
         results.atomic_write(target, '{"status": "completed"}\n')
     assert json.loads(target.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """mkstemp makes 0600 files; results on a shared filesystem must stay readable by the
+    group, as any file the user's umask allows."""
+    previous = os.umask(0o022)
+    try:
+        results.atomic_write(tmp_path / "metrics.json", "{}\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
 
 
 # --- which run to resume ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,25 +48,48 @@ def command(args: list[str], launcher: list[str] | None = None) -> list[str]:
     return (launcher or [sys.executable]) + ["-m", "mnist_hpc.train", *args]
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """subprocess.Popen, remembered so that a failed test leaves no process tree behind."""
+    proc = subprocess.Popen(cmd, cwd=REPO, text=True, **kwargs)
+    _STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            kill_all_at_once([proc.pid, *descendants(proc.pid)])
+            proc.wait(timeout=30)
+
+
 def start(args: list[str], tmp_path: Path, launcher: list[str] | None = None,
           env: dict | None = None, name: str = "run") -> subprocess.Popen:
     """Start the trainer in the background; stdout is a pipe, stderr goes to a file."""
-    stderr = open(tmp_path / f"{name}.stderr", "w")
-    return subprocess.Popen(command(args, launcher), cwd=REPO, env=env or clean_env(),
-                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    with open(tmp_path / f"{name}.stderr", "w") as stderr:
+        return popen(command(args, launcher), env=env or clean_env(), stdout=subprocess.PIPE,
+                     stderr=stderr)
 
 
 def wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float = 120) -> str:
-    """Read the trainer's stdout until a line matches (training starts after 'steps/epoch')."""
-    deadline = time.monotonic() + timeout
+    """Read the trainer's stdout until a line matches (training starts after 'steps/epoch').
+    A trainer silent for ``timeout`` seconds is killed, which ends the blocking read."""
+    watchdog = threading.Timer(timeout, lambda: kill_all_at_once([proc.pid,
+                                                                   *descendants(proc.pid)]))
+    watchdog.start()
     seen = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if re.search(pattern, line):
-            return line
+    try:
+        for line in iter(proc.stdout.readline, ""):
+            seen.append(line)
+            if re.search(pattern, line):
+                return line
+    finally:
+        watchdog.cancel()
     raise AssertionError(f"no line matching {pattern!r} in {''.join(seen)!r}")
 
 
@@ -300,8 +324,7 @@ def two_ranks_by_hand(args: list[str], tmp_path: Path, script: str | None = None
                         LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
                         **extra)
         cmd = ([sys.executable, script] if script else [sys.executable, "-m", "mnist_hpc.train"])
-        procs.append(subprocess.Popen(cmd + args, cwd=REPO, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(popen(cmd + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     return procs
 
 
@@ -356,8 +379,8 @@ def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_pa
     for rank in (0, 1):  # each alone, on a port of its own
         env = clean_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-        procs.append(subprocess.Popen(command(args), cwd=REPO, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(popen(command(args), env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE))
     started = time.monotonic()
     outputs = [proc.communicate(timeout=timeout + 60) for proc in procs]
     elapsed = time.monotonic() - started
@@ -387,9 +410,8 @@ def test_parallel_runs_get_distinct_complete_run_directories(tmp_path):
         # each run bound to one core, as a scheduler would: ten runs each spinning as many
         # threads as the machine has cores would take minutes on a small CI machine
         core = {cores[index % len(cores)]}
-        return subprocess.Popen(command(args + extra), cwd=REPO, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                preexec_fn=lambda: os.sched_setaffinity(0, core))
+        return popen(command(args + extra), env=env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, preexec_fn=lambda: os.sched_setaffinity(0, core))
 
     unnamed = [launch([], i) for i in range(8)]
     twins = [launch(["--run-id", "twin"], i) for i in range(2)]
