@@ -235,6 +235,8 @@ def _mpi_broadcast(addr: Optional[str], port: Optional[int]) -> tuple[str, int]:
     # MPI's one job is done. Finalize now, on every rank together: MPICH's MPI_Finalize (which
     # mpi4py would run at exit) waits for all ranks, so a rank that raised would stay alive
     # with its gloo sockets open and its peers would wait for the collective timeout.
+    # (MPICH leaves a SIGUSR1 handler of its own behind: train.main installs its preemption
+    # handlers again once the session is up.)
     MPI.Finalize()
     return addr, port
 
@@ -338,6 +340,11 @@ def all_gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     gathered: list[Any] = [None] * env.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
 
 
 def broadcast_object(obj: Any, env: DistEnv) -> Any:

@@ -365,7 +365,7 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
         run.write_metrics("preempted")
         # no rank leaves before rank 0 has written the checkpoint and metrics: a launcher
         # (mpiexec, srun, torchrun) ends the other ranks as soon as one exits non-zero
-        dist.all_gather_objects(None, env)
+        dist.barrier(env)
         raise
     except BaseException as exc:
         metrics["error"] = f"rank {env.rank}: {describe(exc)}"
@@ -406,7 +406,10 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line.rstrip('.')}"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -> int:
+    """Train; return the exit code. ``keep_signal_handlers``: the process ends right after,
+    so a launcher's SIGTERM to the slower ranks (srun --kill-on-bad-exit, once the first
+    rank has exited 75) must not kill them during teardown and turn 75 into 143."""
     rank = _rank_for_messages()
     try:
         config = parse_args(argv)
@@ -451,12 +454,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         # neither the hard exit nor our signal handlers
         if hard_exit is not None:
             hard_exit.cancel()
-        restore_signal_handlers(previous_handlers)
+        if not keep_signal_handlers:
+            restore_signal_handlers(previous_handlers)
 
 
 def main_exit() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script and ``python -m`` entry point."""
+    sys.exit(main(keep_signal_handlers=True))
 
 
 if __name__ == "__main__":
