@@ -94,6 +94,7 @@ class Settings:
     epochs: Optional[int]  # override the presets' epochs (--quick)
     evals_per_epoch: int  # test evaluations per epoch in the time-to-accuracy runs
     targets: tuple[float, ...]
+    eval_batch_size: Optional[int] = None  # override the presets' (package runs only)
 
 
 # --- machine -------------------------------------------------------------------------------
@@ -346,8 +347,7 @@ def package_epochs(settings: Settings, epochs: int) -> dict:
     loaded (its time included in the wall), each epoch trained, then train and validation
     evaluated as the notebook does."""
     device = settings.device
-    config = replace(parse_args(["--config", "seed", "--data-dir", settings.data_dir]),
-                     epochs=epochs, limit=settings.limit, device=device.type)
+    config = _preset("seed", settings, epochs=epochs)
     synchronize(device)
     start = time.perf_counter()
     splits = data.load_splits(config.data_dir, config.split_seed, config.limit)
@@ -384,6 +384,16 @@ def bench_epochs(settings: Settings, log: Callable[[str], None]) -> dict:
 
 
 # --- a preset's run, evaluated as it goes ---------------------------------------------------
+
+def _preset(name: str, settings: Settings, epochs: Optional[int] = None):
+    """A preset's RunConfig as train.py would resolve it, with the bench's overrides."""
+    changes: dict = {"limit": settings.limit, "device": settings.device.type}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if settings.eval_batch_size is not None:
+        changes["eval_batch_size"] = settings.eval_batch_size
+    return replace(parse_args(["--config", name, "--data-dir", settings.data_dir]), **changes)
+
 
 def _run_recipe(config, device: torch.device, train_split: data.Split,
                 evaluations: list[tuple[str, data.Split]], evals_per_epoch: int,
@@ -452,10 +462,7 @@ def _run_recipe(config, device: torch.device, train_split: data.Split,
 
 def bench_time_to_accuracy(preset: str, settings: Settings, log: Callable[[str], None]) -> dict:
     device = settings.device
-    config = replace(parse_args(["--config", preset, "--data-dir", settings.data_dir]),
-                     limit=settings.limit, device=device.type)
-    if settings.epochs is not None:
-        config = replace(config, epochs=settings.epochs)
+    config = _preset(preset, settings, epochs=settings.epochs)
     t0 = time.perf_counter()
     splits = data.load_splits(config.data_dir, config.split_seed, config.limit)
     train_split, test_split = splits.train.to(device), splits.test.to(device)
@@ -587,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override the presets' epochs (epochs and time-to-accuracy runs)")
     parser.add_argument("--limit", type=int, default=None,
                         help="keep only the first N images of each split")
+    parser.add_argument("--eval-batch-size", type=int, default=None,
+                        help="override the presets' eval_batch_size in the package's runs")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run (< 1 min on 2 cores): 1 repeat, tiny subsets, "
                              "1 epoch, no compile unless --only names it")
@@ -620,7 +629,8 @@ def _selected(only: Optional[str], device: torch.device, quick: bool) -> list[st
 
 def settings_from(args: argparse.Namespace, device: torch.device) -> Settings:
     gpu = device.type == "cuda"
-    for name in ("repeats", "samples", "warmup", "evals_per_epoch", "epochs", "limit"):
+    for name in ("repeats", "samples", "warmup", "evals_per_epoch", "epochs", "limit",
+                 "eval_batch_size"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
@@ -632,12 +642,13 @@ def settings_from(args: argparse.Namespace, device: torch.device) -> Settings:
         return Settings(device, args.data_dir, repeats=1, samples=args.samples or 256,
                         warmup=1 if args.warmup is None else args.warmup,
                         limit=args.limit or 1024, epochs=args.epochs or 1,
-                        evals_per_epoch=1, targets=targets)
+                        evals_per_epoch=1, targets=targets, eval_batch_size=args.eval_batch_size)
     return Settings(device, args.data_dir, repeats=args.repeats,
                     samples=args.samples or (49152 if gpu else 4096),
                     warmup=args.warmup if args.warmup is not None else (20 if gpu else 2),
                     limit=args.limit, epochs=args.epochs,
-                    evals_per_epoch=args.evals_per_epoch, targets=targets)
+                    evals_per_epoch=args.evals_per_epoch, targets=targets,
+                    eval_batch_size=args.eval_batch_size)
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
@@ -651,7 +662,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                                  "samples": settings.samples, "warmup": settings.warmup,
                                  "limit": settings.limit, "epochs": settings.epochs,
                                  "evals_per_epoch": settings.evals_per_epoch,
-                                 "targets": list(settings.targets), "names": names},
+                                 "targets": list(settings.targets),
+                                 "eval_batch_size": settings.eval_batch_size, "names": names},
                     "throughput": {}, "epochs": None, "time_to_accuracy": {}}
     started = time.perf_counter()
     cases = [n for n in names if n in CASES]

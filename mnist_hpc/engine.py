@@ -100,16 +100,19 @@ def evaluate(model: nn.Module, split: Split, shard: range, env: DistEnv, precisi
     model.eval()
     device = next(model.parameters()).device
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # exact at any size
     images = split.images[shard.start:shard.stop]
     labels = split.labels[shard.start:shard.stop]
     for part in eval_batches(len(labels), batch_size):
         inputs = to_input(images[part], precision.normalize, precision.channels_last)
         with precision.autocast(device):
             outputs = model(inputs).float()
-        sums[0] += loss_fn(outputs, labels[part]).double()
-        sums[1] += (outputs.argmax(1) == labels[part]).sum()
-        sums[2] += len(labels[part])
+        loss_sum += loss_fn(outputs, labels[part])
+        correct += (outputs.argmax(1) == labels[part]).sum()
+    # the count is known on the host; one tensor, one all-reduce, one device-to-host copy
+    sums = torch.stack([loss_sum, correct.double(),
+                        torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
     all_reduce_sum(sums, env)
     loss_sum, correct, count = sums.tolist()
     return EvalResult(loss_sum, correct, int(count))
@@ -117,10 +120,18 @@ def evaluate(model: nn.Module, split: Split, shard: range, env: DistEnv, precisi
 
 def device_batches(split: Split, positions: Iterable[tuple[torch.Tensor, int]],
                    precision: Precision) -> Iterable[tuple[torch.Tensor, torch.Tensor, int]]:
-    """Batches from a split resident on the device: an index slice, cast on the device."""
+    """Batches from a split resident on the device: an index slice, cast on the device.
+
+    The epoch's indices go to the device in one copy: a copy from pageable host memory per
+    step would wait for the GPU to drain before each step, and the host could never run ahead.
+    """
+    positions = list(positions)
+    if not positions:
+        return
     device = split.images.device
-    for local, global_size in positions:
-        index = local.to(device, non_blocking=True)
+    lengths = [len(local) for local, _ in positions]
+    indices = torch.cat([local for local, _ in positions]).to(device)
+    for index, (_, global_size) in zip(torch.split(indices, lengths), positions):
         inputs = to_input(split.images[index], precision.normalize, precision.channels_last)
         yield inputs, split.labels[index], global_size
 
