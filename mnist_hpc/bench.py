@@ -442,7 +442,7 @@ def _run_recipe(config, device: torch.device, train_split: data.Split,
                             "step": steps_done}
             for name, split in evaluations:
                 found = engine.evaluate(raw_model, split, range(len(split)), env, precision,
-                                        config.eval_batch_size)
+                                        config.eval_batch_for(device.type))
                 record[name] = {"acc": found.accuracy, "loss": found.loss, "count": found.count}
             synchronize(device)
             eval_s += time.perf_counter() - t1

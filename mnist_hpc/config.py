@@ -75,7 +75,9 @@ class RunConfig:
     precision: str = "auto"  # auto: bf16 on cuda, fp32 elsewhere
     channels_last: bool = True  # faster convolutions on CPU and GPU; same numbers
     compile: bool = False  # torch.compile the model (pays a one-time compile)
-    eval_batch_size: int = 2048  # evaluation needs no gradients, so larger batches are free
+    # None: 2048 on CUDA (fewer launches), 128 on CPU (measured: fp32 evaluation runs about
+    # 2x faster at 128 than at 2048 there, cache-sized batches). Counts never depend on it.
+    eval_batch_size: Optional[int] = None
     bucket_cap_mb: float = 25.0  # DDP gradient bucket size (PyTorch's default)
     static_graph: bool = False  # DDP static_graph; only helps some models
     # --- reliability ---
@@ -95,12 +97,12 @@ class RunConfig:
             value = getattr(self, name)
             if value not in options:
                 raise UsageError(f"{name} must be one of {', '.join(options)}, got {value!r}")
-        positive = ("lr", "batch_size", "epochs", "eval_batch_size", "timeout",
+        positive = ("lr", "batch_size", "epochs", "timeout",
                     "bucket_cap_mb", "stop_check_every")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("limit", "checkpoint_every", "time_limit"):
+        for name in ("limit", "checkpoint_every", "time_limit", "eval_batch_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"{name} must be > 0 (or left unset), got {value!r}")
@@ -122,6 +124,12 @@ class RunConfig:
             raise UsageError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
         if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
             raise UsageError(f"run_id {self.run_id!r} may hold only letters, digits, '.', '_', '-'")
+
+    def eval_batch_for(self, device_type: str) -> int:
+        """The evaluation batch size, with the per-device default applied."""
+        if self.eval_batch_size is not None:
+            return self.eval_batch_size
+        return 2048 if device_type == "cuda" else 128
 
     @property
     def checkpoint_interval(self) -> Optional[int]:

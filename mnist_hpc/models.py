@@ -24,8 +24,9 @@ class MNISTClassifier(nn.Module):
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv_1(inputs))
-        x = F.relu(self.conv_2(x))
-        x = F.max_pool2d(x, kernel_size=2)
+        # max-pool before ReLU: both are monotone, so the values and gradients are the
+        # notebook's bit for bit, but ReLU and its backward touch a quarter of the elements
+        x = F.relu(F.max_pool2d(self.conv_2(x), kernel_size=2))
         x = self.drop_3(x)
         x = torch.flatten(x, start_dim=1)
         x = F.relu(self.dense_4(x))

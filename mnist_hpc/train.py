@@ -218,6 +218,7 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
     n_steps = data.steps_per_epoch(len(train_split), global_batch, env.world_size)
     scheduler = build_scheduler(config, optimizer, lr, config.epochs * n_steps)
     precision = precision_for(config, device)
+    eval_batch = config.eval_batch_for(device.type)
     loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=config.label_smoothing)
 
     start_epoch, start_step = 0, 0
@@ -315,11 +316,11 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
             train_eval = engine.evaluate(raw_model, train_split,
                                          data.shard_range(len(train_split), env.rank,
                                                           env.world_size),
-                                         env, precision, config.eval_batch_size)
+                                         env, precision, eval_batch)
             val_eval = engine.evaluate(raw_model, val_split,
                                        data.shard_range(len(val_split), env.rank,
                                                         env.world_size),
-                                       env, precision, config.eval_batch_size)
+                                       env, precision, eval_batch)
             synchronize(device)
             eval_s = time.perf_counter() - t1
             run.history.append([train_eval.accuracy, train_eval.loss,
@@ -348,7 +349,7 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
 
         test_eval = engine.evaluate(raw_model, test_split,
                                     data.shard_range(len(test_split), env.rank, env.world_size),
-                                    env, precision, config.eval_batch_size)
+                                    env, precision, eval_batch)
         metrics["samples"]["test"] = test_eval.count
         metrics["final"] = {
             "test_acc": test_eval.accuracy, "test_loss": test_eval.loss,

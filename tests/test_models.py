@@ -43,3 +43,24 @@ def test_dropout_can_be_switched_off():
     model = build_model("cnn", dropout=False).train()
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(model(x), model(x))
+
+
+def test_seed_forward_equals_the_notebooks_layer_order_bit_for_bit():
+    """models.py pools before the last ReLU for speed; values and gradients must not move."""
+    from torch.nn import functional as F
+
+    def notebook_forward(m, x):  # the notebook's forward, verbatim in order
+        h = F.relu(m.conv_2(F.relu(m.conv_1(x))))
+        h = torch.flatten(m.drop_3(F.max_pool2d(h, kernel_size=2)), start_dim=1)
+        return F.softmax(m.dense_6(m.drop_5(F.relu(m.dense_4(h)))), dim=1)
+
+    torch.manual_seed(0)
+    model, x, y = MNISTClassifier().train(), torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    outputs, grads = [], []
+    for forward in (notebook_forward, lambda m, x: m(x)):
+        torch.manual_seed(1)  # the same dropout masks
+        out = forward(model, x)
+        outputs.append(out)
+        grads.append(torch.autograd.grad(F.cross_entropy(out, y), list(model.parameters())))
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
