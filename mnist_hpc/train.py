@@ -460,8 +460,16 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
 
 
 def main_exit() -> None:
-    """Console-script and ``python -m`` entry point."""
-    sys.exit(main(keep_signal_handlers=True))
+    """Console-script and ``python -m`` entry point.
+
+    Ends with ``os._exit`` once the output is flushed (every result file was already written
+    and fsynced): the interpreter's own shutdown runs the C++ destructors of c10d's stores and
+    threads, which at times abort ("terminate called without an active exception", seen on a
+    rank whose training had completed) and turn a finished run into a failed job."""
+    code = main(keep_signal_handlers=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
