@@ -115,11 +115,14 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, script):
     assert completed_epochs(run_dir) < epochs, "the run ended before the signal: make it longer"
     # While it is requeued the job passes through short-lived states (its first attempt's
     # end among them), so wait for the second attempt's header before waiting for the end.
-    deadline = time.monotonic() + 120
+    requeued = time.monotonic()
+    deadline = requeued + 120
     while "attempt 2" not in job_log(tmp_path, job):
         info = slurm_cluster.job(job)
-        # a requeued job waits out the credential lifetime (cred_expire) unless released
-        if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+        # a requeued job waits out the credential lifetime (cred_expire=10 s here); releasing
+        # it sooner races slurmd's revoked credential ("Job credential revoked": job FAILED)
+        if (info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime"
+                and time.monotonic() - requeued > 15):
             slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
         assert time.monotonic() < deadline, (
             f"no second attempt within 120 s: {info}\n{job_log(tmp_path, job)}\n"
