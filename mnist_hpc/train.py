@@ -465,8 +465,13 @@ def main_exit() -> None:
     Ends with ``os._exit`` once the output is flushed (every result file was already written
     and fsynced): the interpreter's own shutdown runs the C++ destructors of c10d's stores and
     threads, which at times abort ("terminate called without an active exception", seen on a
-    rank whose training had completed) and turn a finished run into a failed job."""
+    rank whose training had completed) and turn a finished run into a failed job. Only
+    successful runs take this exit."""
     code = main(keep_signal_handlers=True)
+    if code != EXIT_OK:
+        # a failing rank exits normally: the slower shutdown lets every rank print its one
+        # line before mpiexec kills the job on the first non-zero exit
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
