@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 import os
 import tempfile
 import zlib
@@ -287,7 +286,3 @@ def torchvision_loader(data_dir: str | Path, indices: torch.Tensor, train: bool,
     subset = torch.utils.data.Subset(dataset, indices.tolist())
     return torch.utils.data.DataLoader(subset, batch_sampler=[p.tolist() for p in batch_positions],
                                        num_workers=0)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)

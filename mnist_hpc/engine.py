@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data import Split, eval_batches, to_input
+from .data import MEAN, STD, Split, eval_batches, to_input
 from .dist import DistEnv, all_reduce_sum
 
 
@@ -142,7 +142,7 @@ def loader_batches(loader: Iterable, sizes: Iterable[int], device: torch.device,
     for (inputs, labels), global_size in zip(loader, sizes):
         inputs = inputs.to(device)
         if precision.normalize:
-            inputs = (inputs - 0.1307) / 0.3081
+            inputs = (inputs - MEAN) / STD
         if precision.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         yield inputs, labels.to(device), global_size
