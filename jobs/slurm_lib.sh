@@ -69,8 +69,7 @@ print_header() {
 _run_status() {
     local metrics="$RESULTS_DIR/$RUN_ID/metrics.json"
     if [ -f "$metrics" ] && [ "$(stat -c %Y "$metrics")" -ge "$_attempt_started" ]; then
-        python -c 'import json, sys; print(json.load(open(sys.argv[1])).get("status", ""))' \
-            "$metrics" 2>/dev/null || true
+        python -m mnist_hpc.metrics status "$RESULTS_DIR/$RUN_ID" 2>/dev/null || true
     fi
 }
 

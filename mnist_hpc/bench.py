@@ -39,10 +39,12 @@ import torch
 from torch import nn
 
 from . import __version__, data, dist, engine
+from .launcher import DistEnv
 from .config import REPO_DIR, parse_args, replace
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from .models import MNISTClassifier, build_model
-from .train import build_optimizer, build_scheduler, precision_for, synchronize
+from .recipe import build_optimizer, build_scheduler, precision_for
+from .train import synchronize
 
 SEED = 0  # weights and dropout of every benchmarked model; the split keeps the notebook's 55
 NOTEBOOK_LR = 0.01
@@ -404,7 +406,7 @@ def _run_recipe(config, device: torch.device, train_split: data.Split,
     Training and evaluation are timed apart, each between synchronisations; the first time
     ``target_split`` accuracy reaches each target, the clocks so far are recorded.
     """
-    env = dist.DistEnv(device=str(device))
+    env = DistEnv(device=str(device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
@@ -652,7 +654,7 @@ def settings_from(args: argparse.Namespace, device: torch.device) -> Settings:
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    device = dist.pick_device(args.device, dist.DistEnv())  # also sets the CPU threads
+    device = dist.pick_device(args.device, DistEnv())  # also sets the CPU threads
     settings = settings_from(args, device)
     names = _selected(args.only, device, args.quick)
     data.load_splits(settings.data_dir, limit=1)  # verify and decompress once, up front

@@ -14,7 +14,8 @@ from typing import Any, Optional
 import torch
 
 from .errors import UsageError
-from .results import CHECKPOINT, atomic_write, find_resumable
+from .files import atomic_write
+from .results import CHECKPOINT, find_resumable
 
 FORMAT = 1
 

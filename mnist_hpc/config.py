@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -21,9 +20,8 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import UsageError
+from .files import PACKAGE_DIR, REPO_DIR, UsageParser, check_name, parse_duration, read_yaml
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
 PRESETS_DIR = PACKAGE_DIR / "presets"
 
 MAX_TIMEOUT = 7 * 24 * 3600  # a collective waiting longer has hung; larger overflows timedelta
@@ -122,8 +120,8 @@ class RunConfig:
                              f"got {self.timeout!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise UsageError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
-        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
-            raise UsageError(f"run_id {self.run_id!r} may hold only letters, digits, '.', '_', '-'")
+        if self.run_id is not None:
+            check_name(self.run_id, "run_id")
 
     def eval_batch_for(self, device_type: str) -> int:
         """The evaluation batch size, with the per-device default applied."""
@@ -210,17 +208,7 @@ def resolve_config_path(name_or_path: str) -> Path:
 
 def load_yaml(path: Path) -> dict:
     """Read a config file: a mapping of RunConfig keys. Syntax errors name the line."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {exc}; check the path and permissions")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"YAML syntax error in {path}{where}: {problem}; fix the file")
+    data = read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -242,25 +230,12 @@ def make_config(values: dict, source: str = "config") -> RunConfig:
     return RunConfig(**checked)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports an error as one line and exit 2, like every other bad input."""
-
-    def error(self, message: str) -> None:
-        raise UsageError(f"{message} (see python -m mnist_hpc.train --help)")
-
-
 def _time_limit(text: str) -> float:
     """Seconds, or [[H:]M:]S as schedulers write walltimes."""
     try:
-        parts = [float(p) for p in text.split(":")]
+        return parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"time limit {text!r} is not seconds or H:MM:SS")
-    if len(parts) > 3:
-        raise argparse.ArgumentTypeError(f"time limit {text!r} is not seconds or H:MM:SS")
-    seconds = 0.0
-    for part in parts:
-        seconds = seconds * 60 + part
-    return seconds
 
 
 def _bool(text: str) -> bool:
@@ -309,7 +284,7 @@ _FLAGS = {
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = RunConfig()
-    parser = _Parser(prog="python -m mnist_hpc.train",
+    parser = UsageParser(prog="python -m mnist_hpc.train",
                      description="Train a CNN on MNIST on one process or many (DDP).")
     parser.add_argument("--config", default="default",
                         help=f"preset ({', '.join(preset_names())}) or YAML file "

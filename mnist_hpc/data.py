@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .results import file_mode
+from .files import atomic_write
 
 # name -> (md5 of the uncompressed file, idx magic number, item count). Content is checked by
 # the uncompressed md5: one .gz here was re-compressed, so its own md5 differs from torchvision's.
@@ -98,16 +97,9 @@ def _read(path: Path) -> bytes:
 def _write_cache(path: Path, data: bytes) -> None:
     """Keep the decompressed copy for next time, atomically; skip if the folder is read-only."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp")
+        atomic_write(path, data)
     except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            os.fchmod(handle.fileno(), file_mode())
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass
 
 
 def read_file(data_dir: str | Path, name: str) -> Optional[bytes]:
@@ -214,11 +206,17 @@ def shard_range(n: int, rank: int, world_size: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
+def derived_seed(seed: int, stream: int) -> int:
+    """Independent seeds from the run's one ``--seed``: ``stream`` is the epoch for the
+    shuffle order and rank + 1 for dropout (every rank's dropout differs)."""
+    return seed * 1_000_003 + stream
+
+
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     """The global order of one epoch, the same on every rank (set_epoch semantics)."""
     if not shuffle:
         return torch.arange(n)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
     return torch.randperm(n, generator=generator)
 
 

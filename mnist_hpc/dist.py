@@ -1,19 +1,13 @@
-"""Who am I in the job: launcher detection, rendezvous address, device binding, process group.
-
-No side effects on import: mpi4py is imported only when an MPI launcher gives no rendezvous
-address, and (as Cray MPICH requires) before anything touches CUDA; MPI is finalized as soon
-as rank 0's address has been sent.
+"""The torch side of the job: device binding, backend, the process group session and the
+collectives (no-ops on one process). Who each rank is comes from ``launcher``.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import socket
 import time
-import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Iterator, Mapping, Optional
 
@@ -21,230 +15,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UsageError
-
-# Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
-# Slurm or PBS allocation) sets its own variables, and the innermost launcher wins.
-# name: (rank, world size, local rank, local world size); each entry lists the names that
-# launcher may use, first match wins.
-LAUNCHERS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "torchrun": (("RANK",), ("WORLD_SIZE",), ("LOCAL_RANK",), ("LOCAL_WORLD_SIZE",)),
-    "pals": (("PALS_RANKID", "PMI_RANK"), ("PMI_SIZE",), ("PALS_LOCAL_RANKID", "PMI_LOCAL_RANK"),
-             ("PMI_LOCAL_SIZE", "PALS_LOCAL_SIZE")),
-    "mpich": (("PMI_RANK",), ("PMI_SIZE",), ("MPI_LOCALRANKID", "PMI_LOCAL_RANK"),
-              ("MPI_LOCALNRANKS", "PMI_LOCAL_SIZE")),
-    "openmpi": (("OMPI_COMM_WORLD_RANK",), ("OMPI_COMM_WORLD_SIZE",),
-                ("OMPI_COMM_WORLD_LOCAL_RANK",), ("OMPI_COMM_WORLD_LOCAL_SIZE",)),
-    "slurm": (("SLURM_PROCID",), ("SLURM_NTASKS",), ("SLURM_LOCALID",), ()),
-}
-MPI_LAUNCHERS = ("pals", "mpich", "openmpi")
-DEFAULT_PORT = 29500
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """This process's place in the job. ``is_main`` is the *global* rank 0."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    local_world_size: int = 1
-    nodes: int = 1
-    launcher: str = "single"
-    master_addr: Optional[str] = None
-    master_port: Optional[int] = None
-    job_id: Optional[str] = None
-    device: str = "cpu"
-    backend: Optional[str] = None  # None: one process, no process group
-    init_s: float = 0.0  # seconds spent in init_process_group
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> Optional[tuple[str, str]]:
-    for name in names:
-        if name in environ:
-            return name, environ[name]
-    return None
-
-
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"environment variable {name}={value!r} is not an integer; "
-                         f"fix or unset it (it should be set by the launcher)")
-
-
-def job_id(environ: Mapping[str, str]) -> Optional[str]:
-    """The scheduler's job id: PBS, else Slurm (with the array task, if any)."""
-    if environ.get("PBS_JOBID"):
-        return environ["PBS_JOBID"]
-    if environ.get("SLURM_JOB_ID"):
-        task = environ.get("SLURM_ARRAY_TASK_ID")
-        return environ["SLURM_JOB_ID"] + (f"_{task}" if task else "")
-    return None
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm's compressed host lists: ``nid[001-003,007],login1`` -> nid001 nid002 nid003 ..."""
-    hosts: list[str] = []
-    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", hostlist):
-        prefix, ranges = match.group(1), match.group(2)
-        if ranges is None:
-            hosts.append(prefix)
-            continue
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            width = len(low)
-            for number in range(int(low), int(high or low) + 1):
-                hosts.append(f"{prefix}{number:0{width}d}")
-    return hosts
-
-
-def _tasks_on_node(tasks_per_node: str, node_id: int) -> Optional[int]:
-    """SLURM_TASKS_PER_NODE ``2(x3),1`` lists the task count of each node in turn."""
-    counts: list[int] = []
-    for match in re.finditer(r"(\d+)(?:\(x(\d+)\))?", tasks_per_node):
-        counts += [int(match.group(1))] * int(match.group(2) or 1)
-    return counts[node_id] if node_id < len(counts) else None
-
-
-def _in_slurm_step(environ: Mapping[str, str]) -> bool:
-    """A task of an srun step; the batch shell of a Slurm job has no step id."""
-    return "SLURM_STEP_ID" in environ or "SLURM_STEPID" in environ
-
-
-def _started_by_srun(environ: Mapping[str, str], rank_found: Optional[tuple[str, str]]) -> bool:
-    """srun itself started this process as that rank. Slurm's MPI plugins set only part of an
-    MPI environment (mpi/pmi2: PMI_RANK and PMI_SIZE, no local rank; mpi/cray_shasta:
-    PALS_RANKID and PALS_NODEID, no size), while Slurm's own variables are whole."""
-    return (_in_slurm_step(environ) and rank_found is not None
-            and environ.get("SLURM_PROCID") == rank_found[1])
-
-
-def detect(environ: Mapping[str, str]) -> DistEnv:
-    """Rank, sizes and launcher from the environment; a single process if no launcher is seen.
-
-    A half-set launcher (a rank without a world size, say) is an error, never a silent fall
-    back to rank 0: a misdetected rank would train alone and hide the mistake.
-    """
-    for name, (rank_vars, size_vars, local_vars, local_size_vars) in LAUNCHERS.items():
-        if name == "slurm" and not _in_slurm_step(environ):
-            continue  # the batch shell of a Slurm job is one process, not a task of a step
-        if name == "pals" and "PALS_RANKID" not in environ:
-            continue
-        rank_found = _first(environ, rank_vars)
-        size_found = _first(environ, size_vars)
-        if rank_found is None and size_found is None:
-            continue
-        if rank_found is None or size_found is None:
-            if name in MPI_LAUNCHERS and _started_by_srun(environ, rank_found):
-                continue
-            present, absent = (rank_found, size_vars) if rank_found else (size_found, rank_vars)
-            raise UsageError(f"{present[0]} is set but {absent[0]} is not: a half-set {name} "
-                             f"environment; launch with {name} or unset {present[0]}")
-        rank, world = _int(*rank_found), _int(*size_found)
-        local = _first(environ, local_vars)
-        local_rank = _int(*local) if local else (rank if world == 1 else None)
-        local_size = _first(environ, local_size_vars)
-        local_world = _int(*local_size) if local_size else None
-        if name == "slurm":  # the step's layout; the job's if srun gave none
-            layout = (environ.get("SLURM_STEP_TASKS_PER_NODE")
-                      or environ.get("SLURM_TASKS_PER_NODE"))
-            if layout:
-                local_world = _tasks_on_node(layout, _int("SLURM_NODEID",
-                                                          environ.get("SLURM_NODEID", "0")))
-        if local_rank is None:
-            if name in MPI_LAUNCHERS and _started_by_srun(environ, rank_found):
-                continue
-            raise UsageError(f"{name} gives rank {rank} of {world} but no local rank "
-                             f"({' or '.join(local_vars)}); set it or use another launcher")
-        local_world = local_world or world
-        if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < local_world <= world):
-            raise UsageError(f"inconsistent {name} environment: rank {rank}, world size {world}, "
-                             f"local rank {local_rank}, local size {local_world}; "
-                             f"check the launcher's variables")
-        return DistEnv(rank=rank, local_rank=local_rank, world_size=world,
-                       local_world_size=local_world, nodes=max(1, world // local_world),
-                       launcher=name, master_addr=environ.get("MASTER_ADDR"),
-                       master_port=_port(environ), job_id=job_id(environ))
-    return DistEnv(job_id=job_id(environ))
-
-
-def _port(environ: Mapping[str, str]) -> Optional[int]:
-    """MASTER_PORT if set, else one derived from the job (and step) id so that two jobs
-    sharing a node don't both take 29500 (pytorch/pytorch#126510). The range stays below
-    Linux's ephemeral ports (32768-60999), which outgoing connections may hold."""
-    if "MASTER_PORT" in environ:
-        port = _int("MASTER_PORT", environ["MASTER_PORT"])
-        if not 1 <= port <= 65535:
-            raise UsageError(f"MASTER_PORT={port} is not a TCP port (1-65535); fix or unset it")
-        return port
-    key = job_id(environ)
-    if key is None:
-        return None
-    key += "." + environ.get("SLURM_STEP_ID", environ.get("SLURM_STEPID", ""))
-    return 20000 + zlib.crc32(key.encode()) % 12768
-
-
-def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
-    """Fill in MASTER_ADDR/PORT where the launcher gave none: the first host of the PBS node
-    file or of the Slurm node list, else rank 0's hostname and a free port sent over MPI."""
-    if not env.distributed or env.launcher == "torchrun":
-        return env
-    addr, port = env.master_addr, env.master_port
-    if addr is None and environ.get("PBS_NODEFILE"):
-        try:
-            with open(environ["PBS_NODEFILE"]) as handle:
-                addr = handle.readline().strip() or None
-        except OSError as exc:
-            raise UsageError(f"cannot read PBS_NODEFILE {environ['PBS_NODEFILE']}: "
-                             f"{exc.strerror}; set MASTER_ADDR")
-    # srun's tasks: rank 0 runs on the step's first node, which is the job's first node only
-    # when the step spans the whole allocation
-    names = (("SLURM_STEP_NODELIST",) if env.launcher == "slurm" else ()) + (
-        "SLURM_JOB_NODELIST", "SLURM_NODELIST")
-    nodelist = next((environ[name] for name in names if environ.get(name)), None)
-    if addr is None and nodelist:
-        addr = expand_hostlist(nodelist)[0]
-    if (addr is None or port is None) and env.launcher in MPI_LAUNCHERS:
-        addr, port = _mpi_broadcast(addr, port)
-    if addr is None:
-        raise UsageError(f"{env.launcher} started {env.world_size} ranks but gave no rendezvous "
-                         f"address; export MASTER_ADDR (rank 0's host) and MASTER_PORT")
-    return replace(env, master_addr=addr, master_port=port or DEFAULT_PORT)
-
-
-def _mpi_broadcast(addr: Optional[str], port: Optional[int]) -> tuple[str, int]:
-    try:
-        from mpi4py import MPI  # must precede CUDA initialisation under Cray MPICH (GTL)
-    except ImportError as exc:
-        raise UsageError(f"MPI launch without MASTER_ADDR needs mpi4py ({exc}); "
-                         f"pip install mpi4py, or export MASTER_ADDR and MASTER_PORT")
-    comm = MPI.COMM_WORLD
-    mine = None
-    if comm.Get_rank() == 0:
-        mine = (addr or socket.gethostname(), port or _free_port())
-    addr, port = comm.bcast(mine, root=0)
-    # MPI's one job is done. Finalize now, on every rank together: MPICH's MPI_Finalize (which
-    # mpi4py would run at exit) waits for all ranks, so a rank that raised would stay alive
-    # with its gloo sockets open and its peers would wait for the collective timeout.
-    # (MPICH leaves a SIGUSR1 handler of its own behind: train.main installs its preemption
-    # handlers again once the session is up.)
-    MPI.Finalize()
-    return addr, port
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
+from .launcher import DistEnv, cpu_threads, detect, rendezvous
 
 
 def pick_device(requested: str, env: DistEnv,
@@ -272,20 +43,6 @@ def pick_device(requested: str, env: DistEnv,
         environ = os.environ if environ is None else environ
         torch.set_num_threads(cpu_threads(env.local_world_size, environ))
     return torch.device(requested)
-
-
-def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
-    """Threads for a CPU rank. An explicit count wins: OMP_NUM_THREADS (torchrun sets 1 when
-    it starts several ranks), else Slurm's --cpus-per-task. Otherwise split the cores this
-    process may use among the node's local ranks, unless the launcher already bound the rank
-    to a subset of cores (then use that subset whole)."""
-    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
-        if environ.get(name, "").isdigit() and int(environ[name]) > 0:
-            return int(environ[name])
-    allowed = len(os.sched_getaffinity(0))
-    if allowed < (os.cpu_count() or allowed):
-        return allowed
-    return max(1, allowed // local_world_size)
 
 
 def pick_backend(requested: str, device: torch.device) -> str:

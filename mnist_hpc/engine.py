@@ -17,7 +17,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .data import MEAN, STD, Split, eval_batches, to_input
-from .dist import DistEnv, all_reduce_sum
+from .dist import all_reduce_sum
+from .launcher import DistEnv
 
 
 @dataclass(frozen=True)

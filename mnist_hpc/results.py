@@ -8,7 +8,6 @@ Only rank 0 calls the writers here; nothing here computes a metric.
 from __future__ import annotations
 
 import io
-import json
 import os
 import platform
 import secrets
@@ -22,35 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-from .config import REPO_DIR
+from . import metrics
+from .files import REPO_DIR, atomic_write
 from .errors import UsageError
 
 HISTORY_COLUMNS = ("train_acc", "train_loss", "val_acc", "val_loss")
 CHECKPOINT = "checkpoint.pt"
-
-
-def file_mode() -> int:
-    """The mode ``open`` would give a new file: mkstemp's 0600 would hide results (and the
-    MNIST cache) from the rest of the group on a shared filesystem."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, whole."""
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fchmod(handle.fileno(), file_mode())
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def new_run_id() -> str:
@@ -79,7 +55,7 @@ def create_run_dir(results_dir: str | Path, run_id: Optional[str], reuse: bool =
         except FileExistsError:
             if run_id is None:
                 continue
-            if reuse and run_dir.is_dir() and run_status(run_dir) != "completed":
+            if reuse and run_dir.is_dir() and metrics.status(run_dir) != "completed":
                 return run_dir
             if reuse and run_dir.is_dir():
                 raise UsageError(f"run {run_dir} completed already; choose another --run-id")
@@ -88,29 +64,16 @@ def create_run_dir(results_dir: str | Path, run_id: Optional[str], reuse: bool =
     raise UsageError(f"could not create a unique run directory under {root}")
 
 
-def run_status(run_dir: Path) -> Optional[str]:
-    """The status recorded in a run's metrics.json, or None if there is none to read."""
-    try:
-        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return status if isinstance(status, str) else None
-
-
 def find_resumable(results_dir: str | Path) -> Optional[Path]:
     """The most recently checkpointed unfinished run under ``results_dir`` (--resume latest).
     Completed runs keep their last checkpoint but are skipped: "latest" means the run a
     preemption interrupted, not one that finished after it."""
     root = Path(results_dir)
     candidates = [p.parent for p in root.glob(f"*/{CHECKPOINT}")] if root.is_dir() else []
-    candidates = [p for p in candidates if run_status(p) != "completed"]
+    candidates = [p for p in candidates if metrics.status(p) != "completed"]
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p / CHECKPOINT).stat().st_mtime)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    atomic_write(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def write_history(run_dir: Path, history: np.ndarray) -> None:

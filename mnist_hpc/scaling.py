@@ -36,7 +36,7 @@ import yaml
 
 from . import config as run_config
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
-from .results import atomic_write, write_json
+from .files import atomic_write, write_json
 
 MODES = ("strong", "weak")
 LAUNCHERS = ("torchrun", "mpiexec")

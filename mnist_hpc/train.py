@@ -21,10 +21,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, data, dist, engine, results
+from . import checkpoint, data, dist, engine, files, launcher, recipe, results
+from .launcher import DistEnv
 from .config import RunConfig, parse_args, to_yaml
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError
-from .models import build_model, count_parameters
+from .models import count_parameters
 
 T = TypeVar("T")
 
@@ -75,7 +76,7 @@ def restore_signal_handlers(previous: dict) -> None:
 
 # --- helpers -------------------------------------------------------------------------------
 
-def agree(env: dist.DistEnv, action: Callable[[], T]) -> T:
+def agree(env: DistEnv, action: Callable[[], T]) -> T:
     """Run ``action`` on every rank; if it raised UsageError anywhere, raise the first such
     message on every rank, so all exit 2 together and rank 0 prints it once."""
     error, value = None, None
@@ -95,12 +96,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def log(env: dist.DistEnv, message: str) -> None:
+def log(env: DistEnv, message: str) -> None:
     if env.is_main:
         print(message, flush=True)
 
 
-def progress_printer(env: dist.DistEnv, epoch: int, total: int) -> Callable[[int], None]:
+def progress_printer(env: DistEnv, epoch: int, total: int) -> Callable[[int], None]:
     """A progress bar within the epoch, only on a terminal: batch logs stay clean."""
     if not (env.is_main and sys.stdout.isatty()):
         return lambda step: None
@@ -114,28 +115,6 @@ def progress_printer(env: dist.DistEnv, epoch: int, total: int) -> Callable[[int
     return show
 
 
-def build_optimizer(config: RunConfig, params, lr: float) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return kind(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-
-
-def build_scheduler(config: RunConfig, optimizer, lr: float, total_steps: int):
-    if config.schedule == "constant":
-        return None
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=total_steps, pct_start=config.warmup_fraction,
-        anneal_strategy="linear", cycle_momentum=False)
-
-
-def precision_for(config: RunConfig, device: torch.device) -> engine.Precision:
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    return engine.Precision(dtype=torch.bfloat16 if use_bf16 else None,
-                            channels_last=config.channels_last, normalize=config.normalize)
-
-
 # --- the run -------------------------------------------------------------------------------
 
 @dataclass
@@ -143,7 +122,7 @@ class Run:
     """What one training run carries from step to step (rank 0 also owns the run directory)."""
 
     config: RunConfig
-    env: dist.DistEnv
+    env: DistEnv
     device: torch.device
     run_dir: Path
     metrics: dict
@@ -152,7 +131,7 @@ class Run:
     def write_metrics(self, status: str) -> None:
         if self.env.is_main:
             self.metrics["status"] = status
-            results.write_json(self.run_dir / "metrics.json", self.metrics)
+            files.write_json(self.run_dir / "metrics.json", self.metrics)
 
     def write_history(self) -> None:
         if self.env.is_main and self.history:
@@ -161,7 +140,7 @@ class Run:
             results.write_plots(self.run_dir, array)
 
 
-def prepare_run_dir(config: RunConfig, env: dist.DistEnv) -> tuple[Path, Optional[dict]]:
+def prepare_run_dir(config: RunConfig, env: DistEnv) -> tuple[Path, Optional[dict]]:
     """Rank 0 creates (or reopens, to resume) the run directory and reads the checkpoint;
     every rank receives both, so no rank needs the shared filesystem to resume."""
 
@@ -179,12 +158,9 @@ def prepare_run_dir(config: RunConfig, env: dist.DistEnv) -> tuple[Path, Optiona
     return Path(run_dir), state
 
 
-def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
+def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
     device = torch.device(env.device)
     wall_start = time.perf_counter()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
-
     load_start = time.perf_counter()
     splits = agree(env, lambda: data.load_splits(config.data_dir, config.split_seed,
                                                  config.limit, config.download))
@@ -198,11 +174,11 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
     log(env, f"Run directory: {run_dir}")
     hostnames = dist.all_gather_objects(socket.gethostname(), env)
 
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    raw_model = build_model(config.model, config.dropout)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    raw_model = raw_model.to(device, memory_format=memory_format)
-    model: nn.Module = torch.compile(raw_model) if config.compile else raw_model
+    n_steps = data.steps_per_epoch(len(train_split), global_batch, env.world_size)
+    built = recipe.build(config, device, n_steps, env.rank, env.world_size)
+    raw_model, optimizer, scheduler = built.raw_model, built.optimizer, built.scheduler
+    precision, loss_fn, lr = built.precision, built.loss_fn, built.lr
+    model: nn.Module = built.model
     comm_timer = None
     if env.distributed:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -211,15 +187,7 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
         if env.backend == "gloo":
             comm_timer = engine.CommTimer()
             model.register_comm_hook(comm_timer, engine.timed_allreduce_hook)
-    torch.manual_seed(config.seed * 1_000_003 + env.rank + 1)  # dropout differs per rank
-
-    lr = config.lr * (env.world_size if config.scale_lr else 1)
-    optimizer = build_optimizer(config, raw_model.parameters(), lr)
-    n_steps = data.steps_per_epoch(len(train_split), global_batch, env.world_size)
-    scheduler = build_scheduler(config, optimizer, lr, config.epochs * n_steps)
-    precision = precision_for(config, device)
     eval_batch = config.eval_batch_for(device.type)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=config.label_smoothing)
 
     start_epoch, start_step = 0, 0
     metrics = {
@@ -252,7 +220,7 @@ def train(config: RunConfig, env: dist.DistEnv, stop: StopRequest) -> int:
         log(env, f"Resuming {run_dir} at epoch {start_epoch}, step {start_step}"
                  + (f" (forced: {'; '.join(warnings)})" if warnings else ""))
     if env.is_main:
-        results.atomic_write(run_dir / "config.yaml", to_yaml(config))
+        files.atomic_write(run_dir / "config.yaml", to_yaml(config))
     run.write_metrics("running")
     log(env, f"{config.model}: {count_parameters(raw_model):,} parameters, world size "
              f"{env.world_size} ({env.launcher}, {env.backend or 'no process group'}, {device}), "
@@ -379,7 +347,7 @@ def _rank_for_messages() -> int:
     environment too broken to name a rank counts as rank 0: its error must be printed, and a
     process without a valid rank is most likely alone."""
     try:
-        return dist.detect(os.environ).rank
+        return launcher.detect(os.environ).rank
     except UsageError:
         return 0
 

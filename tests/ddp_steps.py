@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from mnist_hpc import data, dist, engine
+from mnist_hpc import data, dist, engine, launcher
 from mnist_hpc.config import RunConfig
 from mnist_hpc.models import build_model
 
@@ -56,7 +56,7 @@ def plain(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module)
 
 
 def with_engine(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module,
-                env: dist.DistEnv) -> list:
+                env: launcher.DistEnv) -> list:
     snapshots = []
     wrapped: nn.Module = model
     if env.distributed:

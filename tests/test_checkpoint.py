@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_hpc import checkpoint, results, train
+from mnist_hpc import checkpoint, files, results, train
 from mnist_hpc.errors import UsageError
 
 from conftest import REPO, clean_env, read_metrics, run_trainer
@@ -191,7 +191,7 @@ CRASH_SCRIPT = r"""
 import io, os, signal, sys
 from pathlib import Path
 import torch
-from mnist_hpc import checkpoint, results
+from mnist_hpc import checkpoint, files, results
 
 how, folder = sys.argv[1], Path(sys.argv[2])
 
@@ -255,11 +255,11 @@ def test_the_crash_test_catches_a_write_without_rename(tmp_path):
 def test_atomic_write_really_is_the_rename(tmp_path, monkeypatch):
     """A mutation check in-process: replacing the rename by a copy makes the crash visible."""
     target = tmp_path / "metrics.json"
-    results.atomic_write(target, '{"status": "running"}\n')
+    files.atomic_write(target, '{"status": "running"}\n')
     monkeypatch.setattr(results.os, "replace",
                         lambda src, dst: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
-        results.atomic_write(target, '{"status": "completed"}\n')
+        files.atomic_write(target, '{"status": "completed"}\n')
     assert json.loads(target.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -269,7 +269,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     group, as any file the user's umask allows."""
     previous = os.umask(0o022)
     try:
-        results.atomic_write(tmp_path / "metrics.json", "{}\n")
+        files.atomic_write(tmp_path / "metrics.json", "{}\n")
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644

@@ -28,15 +28,15 @@ LAUNCHER_NAMES = {"torchrun": "torchrun", "mpiexec": "mpich"}
 
 SHOW_ENV = """
 import json, os
-from mnist_hpc import dist
-env = dist.detect(os.environ)
+from mnist_hpc import launcher
+env = launcher.detect(os.environ)
 print("DETECTED " + json.dumps({"names": sorted(os.environ), "rank": env.rank,
       "local_rank": env.local_rank, "world_size": env.world_size,
       "local_world_size": env.local_world_size, "launcher": env.launcher}))
 """
 
 # What each launcher sets, as observed from the launcher itself (and documented: torchrun's
-# "Environment Variables" in torch/distributed/run.py; MPICH hydra's, see test_dist.py).
+# "Environment Variables" in torch/distributed/run.py; MPICH hydra's, see test_launcher.py).
 REAL_NAMES = {
     "torchrun": {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
                  "MASTER_PORT"},

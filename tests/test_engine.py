@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mnist_hpc import data, engine
-from mnist_hpc.dist import DistEnv
+from mnist_hpc.launcher import DistEnv
 from mnist_hpc.models import build_model
 
 from conftest import REPO

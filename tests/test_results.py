@@ -8,20 +8,20 @@ import threading
 import numpy as np
 import pytest
 
-from mnist_hpc import results
+from mnist_hpc import files, results
 from mnist_hpc.errors import UsageError
 
 
 def test_atomic_write_crash_leaves_the_previous_file(tmp_path, monkeypatch):
     target = tmp_path / "metrics.json"
-    results.atomic_write(target, "old contents")
+    files.atomic_write(target, "old contents")
 
     def crash(fd):  # the machine dies after part of the new file reached the disk
         raise OSError("simulated crash mid-write")
 
     monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError, match="simulated crash"):
-        results.atomic_write(target, "new contents that never land")
+        files.atomic_write(target, "new contents that never land")
     assert target.read_text() == "old contents"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
 

@@ -1,0 +1,64 @@
+"""The one description of ``metrics.json``: its file name, statuses and keys, read by the
+trainer (which writes it), the scaling report and the job templates' shell helper.
+
+Layout (``schema`` 1; names are stable, new keys may be added)::
+
+    schema, run_id, status (running | completed | failed | preempted), error (when failed)
+    config      the resolved configuration
+    model       name, parameters
+    world       world_size, nodes, local_world_size, launcher, backend, device, device_name,
+                cpu_threads, hostnames (every rank's), job_id, master_addr
+    batch       global, per_rank, mode, steps_per_epoch, lr, precision
+    samples     train, val, test: counted by the all-reduce, not assumed
+    epochs[]    epoch, train_s, eval_s, train_samples, train_samples_per_s, comm_s,
+                train_acc, train_loss, val_acc, val_loss
+    final       test_acc, test_loss, val_acc, wall_s, data_load_s, init_process_group_s, train_s
+    resumed_from  where each resume picked up
+    versions    python, torch, torchvision, mnist_hpc, git_commit, cuda, platform, argv, hostname
+
+Torch-free. ``python -m mnist_hpc.metrics status RUN_DIR`` prints a run's status (empty when
+there is none to read) for shell scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+FILENAME = "metrics.json"
+SCHEMA = 1
+
+RUNNING, COMPLETED, FAILED, PREEMPTED = "running", "completed", "failed", "preempted"
+STATUSES = (RUNNING, COMPLETED, FAILED, PREEMPTED)
+
+
+def read(run_dir: Path) -> dict:
+    """A run's metrics; raises OSError or ValueError when there is none to read."""
+    payload = json.loads((Path(run_dir) / FILENAME).read_text())
+    if not isinstance(payload, dict):
+        raise ValueError(f"{Path(run_dir) / FILENAME} does not hold a JSON object")
+    return payload
+
+
+def status(run_dir: Path) -> Optional[str]:
+    """The status recorded in a run's metrics.json, or None if there is none to read."""
+    try:
+        value = read(run_dir).get("status")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "status":
+        print("usage: python -m mnist_hpc.metrics status RUN_DIR", file=sys.stderr)
+        return 2
+    print(status(Path(args[1])) or "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

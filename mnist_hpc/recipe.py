@@ -1,0 +1,72 @@
+"""A run's recipe built from a RunConfig in one place: model, optimizer, schedule, precision,
+loss and seeds. ``train`` and ``bench`` both build from here, so a benchmark measures exactly
+what a training run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data import derived_seed
+from .engine import Precision
+from .models import build_model
+
+
+@dataclass
+class Recipe:
+    """What a training loop needs. ``model`` is ``raw_model`` compiled or not, before any DDP
+    wrapping; checkpoints and evaluation use ``raw_model``."""
+
+    raw_model: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler]
+    precision: Precision
+    loss_fn: nn.Module
+    lr: float
+
+
+def build_optimizer(config: RunConfig, params, lr: float) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: RunConfig, optimizer, lr: float, total_steps: int):
+    if config.schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total_steps, pct_start=config.warmup_fraction,
+        anneal_strategy="linear", cycle_momentum=False)
+
+
+def precision_for(config: RunConfig, device: torch.device) -> Precision:
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    return Precision(dtype=torch.bfloat16 if use_bf16 else None,
+                     channels_last=config.channels_last, normalize=config.normalize)
+
+
+def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: int = 0,
+          world_size: int = 1) -> Recipe:
+    """The recipe for one rank. Initial weights come from ``--seed`` alone (the same on every
+    rank); the global RNG is then reseeded per rank for dropout."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
+    torch.manual_seed(config.seed)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    raw_model = build_model(config.model, config.dropout).to(device, memory_format=memory_format)
+    model = torch.compile(raw_model) if config.compile else raw_model
+    torch.manual_seed(derived_seed(config.seed, rank + 1))
+    lr = config.lr * (world_size if config.scale_lr else 1)
+    optimizer = build_optimizer(config, raw_model.parameters(), lr)
+    scheduler = build_scheduler(config, optimizer, lr, config.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=config.label_smoothing)
+    return Recipe(raw_model, model, optimizer, scheduler, precision_for(config, device),
+                  loss_fn, lr)
