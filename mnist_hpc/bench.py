@@ -44,7 +44,6 @@ from .config import REPO_DIR, parse_args, replace
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from .models import MNISTClassifier, build_model
 from .recipe import build_optimizer, build_scheduler, precision_for
-from .train import synchronize
 
 SEED = 0  # weights and dropout of every benchmarked model; the split keeps the notebook's 55
 NOTEBOOK_LR = 0.01
@@ -246,10 +245,10 @@ def bench_throughput(names: list[str], splits: data.MNISTSplits, settings: Setti
                      "steps": steps, "samples": steps * case.batch_size}
         try:
             runner = _step_runner(case, splits, train_split, settings)
-            synchronize(device)
+            engine.synchronize(device)
             t0 = time.perf_counter()
             runner(settings.warmup + (2 if case.compile else 0))  # compile: a few steps more
-            synchronize(device)
+            engine.synchronize(device)
             out[name]["warmup_s"] = time.perf_counter() - t0
             runners[name] = (runner, steps)
             log(f"  {name}: warm-up {out[name]['warmup_s']:.1f} s")
@@ -262,10 +261,10 @@ def bench_throughput(names: list[str], splits: data.MNISTSplits, settings: Setti
     for repeat in range(settings.repeats):
         for name, (runner, steps) in runners.items():
             try:
-                synchronize(device)
+                engine.synchronize(device)
                 t0 = time.perf_counter()
                 seen = runner(steps)
-                synchronize(device)
+                engine.synchronize(device)
                 rates[name].append(seen / (time.perf_counter() - t0))
             except Exception as exc:
                 out[name]["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
@@ -318,7 +317,7 @@ def notebook_epochs(settings: Settings, epochs: int) -> dict:
         correct /= size
         return 100 * correct, loss
 
-    synchronize(device)
+    engine.synchronize(device)
     start = time.perf_counter()
     train_s = eval_s = 0.0
     torch.manual_seed(SEED)
@@ -332,7 +331,7 @@ def notebook_epochs(settings: Settings, epochs: int) -> dict:
     for _ in range(epochs):
         t0 = time.perf_counter()
         train_one_epoch(train_dataloader, cnn_model, loss_fn, optimizer)
-        synchronize(device)
+        engine.synchronize(device)
         t1 = time.perf_counter()
         acc_train, loss_train = evaluate(train_dataloader, cnn_model, loss_fn)
         acc_val, loss_val = evaluate(val_dataloader, cnn_model, loss_fn)
@@ -350,11 +349,11 @@ def package_epochs(settings: Settings, epochs: int) -> dict:
     evaluated as the notebook does."""
     device = settings.device
     config = _preset("seed", settings, epochs=epochs)
-    synchronize(device)
+    engine.synchronize(device)
     start = time.perf_counter()
     splits = data.load_splits(config.data_dir, config.split_seed, config.limit)
     train_split, val_split = splits.train.to(device), splits.val.to(device)
-    synchronize(device)
+    engine.synchronize(device)
     data_load_s = time.perf_counter() - start
     result = _run_recipe(config, device, train_split, evaluations=[("train", train_split),
                                                                    ("val", val_split)],
@@ -431,11 +430,11 @@ def _run_recipe(config, device: torch.device, train_split: data.Split,
         batches = engine.device_batches(train_split, [(s.local, s.global_size) for s in steps],
                                         precision)
         for first in range(0, len(steps), chunk):
-            synchronize(device)
+            engine.synchronize(device)
             t0 = time.perf_counter()
             result = engine.train_one_epoch(model, itertools.islice(batches, chunk), optimizer,
                                             loss_fn, 1, precision, scheduler)
-            synchronize(device)
+            engine.synchronize(device)
             t1 = time.perf_counter()
             train_s += t1 - t0
             samples += result.samples
@@ -446,7 +445,7 @@ def _run_recipe(config, device: torch.device, train_split: data.Split,
                 found = engine.evaluate(raw_model, split, range(len(split)), env, precision,
                                         config.eval_batch_for(device.type))
                 record[name] = {"acc": found.accuracy, "loss": found.loss, "count": found.count}
-            synchronize(device)
+            engine.synchronize(device)
             eval_s += time.perf_counter() - t1
             record.update(train_s=train_s, eval_s=eval_s)
             evals.append(record)
@@ -468,7 +467,7 @@ def bench_time_to_accuracy(preset: str, settings: Settings, log: Callable[[str],
     t0 = time.perf_counter()
     splits = data.load_splits(config.data_dir, config.split_seed, config.limit)
     train_split, test_split = splits.train.to(device), splits.test.to(device)
-    synchronize(device)
+    engine.synchronize(device)
     data_load_s = time.perf_counter() - t0
     log(f"  {preset}: {config.epochs} epochs, test evaluated {settings.evals_per_epoch}x "
         f"per epoch ...")

@@ -35,6 +35,12 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
+def synchronize(device: torch.device) -> None:
+    """The clock is read only once the GPU has finished the work being timed."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """Global sums over a whole split: exact, whatever the number of ranks."""

@@ -90,12 +90,6 @@ def agree(env: DistEnv, action: Callable[[], T]) -> T:
     return value
 
 
-def synchronize(device: torch.device) -> None:
-    """The clock is read only once the GPU has finished the work being timed."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def log(env: DistEnv, message: str) -> None:
     if env.is_main:
         print(message, flush=True)
@@ -264,13 +258,13 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
             if comm_timer is not None:
                 comm_timer.take_seconds()
             stop.last_check = time.monotonic()
-            synchronize(device)
+            engine.synchronize(device)
             t0 = time.perf_counter()
             result = engine.train_one_epoch(
                 model, batches, optimizer, loss_fn, env.world_size, precision, scheduler,
                 should_stop=lambda step: should_stop(step + start_step),
                 on_step=progress_printer(env, epoch, n_steps))
-            synchronize(device)
+            engine.synchronize(device)
             train_s = time.perf_counter() - t0
             step_now = start_step + result.steps
             if result.stopped and step_now < n_steps:
@@ -289,7 +283,7 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
                                        data.shard_range(len(val_split), env.rank,
                                                         env.world_size),
                                        env, precision, eval_batch)
-            synchronize(device)
+            engine.synchronize(device)
             eval_s = time.perf_counter() - t1
             run.history.append([train_eval.accuracy, train_eval.loss,
                                 val_eval.accuracy, val_eval.loss])
