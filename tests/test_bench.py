@@ -1,5 +1,7 @@
-"""The benchmark: a quick run writes its JSON and table; bad input exits 2. No timing asserts:
-figures on a shared CI machine say nothing; only their presence and sign are checked."""
+"""The benchmark's command line: a quick run writes its JSON and table (the throughput,
+epochs and time-to-accuracy measurements and the machine they ran on); bad input exits 2.
+No timing asserts: figures on a shared CI machine say nothing; only their presence and sign
+are checked. The notebook's loop and the package's run: test_bench_notebook.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from mnist_hpc import bench
+from mnist_hpc.bench import cli, machine, settings, throughput
 from mnist_hpc.errors import UsageError
 
 from conftest import REPO, clean_env
@@ -100,25 +103,33 @@ def test_unknown_case_exits_2_with_the_valid_names(tmp_path):
 
 def test_groups_expand_and_gpu_cases_need_a_gpu():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert bench._selected("throughput", cpu, False) == list(bench.THROUGHPUT_CASES)
-    assert bench._selected("throughput", cuda, False)[-2:] == list(bench.CUDA_CASES)
-    assert bench._selected("notebook,tta,notebook", cpu, False) == [
+    assert cli._selected("throughput", cpu, False) == list(throughput.THROUGHPUT_CASES)
+    assert cli._selected("throughput", cuda, False)[-2:] == list(throughput.CUDA_CASES)
+    assert cli._selected("notebook,tta,notebook", cpu, False) == [
         "notebook", "tta_default", "tta_fast"]
-    everything = bench._selected(None, cpu, False)
+    everything = cli._selected(None, cpu, False)
     assert "compiled" in everything and "epochs" in everything
-    assert "compiled" not in bench._selected(None, cpu, True)
+    assert "compiled" not in cli._selected(None, cpu, True)
     with pytest.raises(UsageError, match="unknown name"):
-        bench._selected("fastest", cpu, False)
+        cli._selected("fastest", cpu, False)
 
 
 def test_bad_numbers_are_refused():
-    args = bench.build_parser().parse_args(["--repeats", "0"])
+    args = cli.build_parser().parse_args(["--repeats", "0"])
     with pytest.raises(UsageError, match="--repeats"):
-        bench.settings_from(args, torch.device("cpu"))
-    args = bench.build_parser().parse_args(["--targets", "98,x"])
+        settings.settings_from(args, torch.device("cpu"))
+    args = cli.build_parser().parse_args(["--targets", "98,x"])
     with pytest.raises(UsageError, match="--targets"):
-        bench.settings_from(args, torch.device("cpu"))
+        settings.settings_from(args, torch.device("cpu"))
+
+
+def test_argparse_errors_are_one_line_and_exit_2(capsys, tmp_path):
+    # bench.main: what the console script's main_exit runs
+    assert bench.main(["--repeats", "many", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--repeats" in err and "'many'" in err
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_cpu_model_is_read():
-    assert bench.cpu_model()
+    assert machine.cpu_model()
