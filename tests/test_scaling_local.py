@@ -36,6 +36,8 @@ def test_local_dry_run_commands_and_core_binding(tmp_path, capsys):
     assert code == 0 and "torch.distributed.run --standalone --nproc_per_node 2" in out
     code, _, err = cli(capsys, "local", sweep, "--dry-run", "--study-id", "../x")
     assert code == 2 and "--study-id '../x' may hold only" in err
+    code, _, err = cli(capsys, "local", sweep, "--dry-run", "--cores-per-rank", "-1")
+    assert code == 2 and "--cores-per-rank: '-1' is not a whole number >= 0" in err
     assert {p.name for p in tmp_path.iterdir()} == {"sweep.yaml"}  # dry runs make nothing
 
 

@@ -28,3 +28,24 @@ def test_model_subcommand(capsys):
                          "--ranks", "1,2,64")
     assert code == 0, err
     assert "| 64 |" in out and "4.80 MB" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ranks", "1,x"], "--ranks '1,x' must be rank counts separated by commas"),
+    (["--ranks", "1,2,2"], "--ranks lists a value twice"),
+    (["--batch", "0"], "argument --batch: '0' is not a whole number >= 1"),
+    (["--params", "-1"], "argument --params: '-1' is not a whole number >= 1"),
+    (["--network", "0,10"], "--network '0,10': bandwidth must be > 0"),
+    (["--network", "nan,10"], "--network 'nan,10': bandwidth must be > 0"),
+    (["--network", "25"], "--network '25': give GB_PER_S,LATENCY_US"),
+])
+def test_model_refuses_bad_numbers(capsys, args, message):
+    code, out, err = cli(capsys, "model", "--compute-ms", "20", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "x"])
+def test_model_refuses_a_compute_time_that_is_not_positive(capsys, value):
+    code, _, err = cli(capsys, "model", "--compute-ms", value)
+    assert code == 2 and f"argument --compute-ms: '{value}' is not a number > 0" in err

@@ -78,3 +78,6 @@ def test_report_without_a_manifest_and_with_one_epoch(tmp_path, capsys):
 def test_report_of_an_empty_folder_is_a_usage_error(tmp_path, capsys):
     code, _, err = cli(capsys, "report", tmp_path)
     assert code == 2 and "no run directories" in err
+    fake_metrics(tmp_path / "run1", ranks=1, global_batch=256, epoch_s=[4.0])
+    code, _, err = cli(capsys, "report", tmp_path, "--model", "25,-1")
+    assert code == 2 and "--model '25,-1': bandwidth must be > 0 and latency >= 0" in err

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ..errors import EXIT_OK, EXIT_USAGE, UsageError
 from ..files import UsageParser
@@ -37,6 +38,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
               batch_text(r.per_rank_batch), r.batch_mode, " ".join(r.train_args)) for r in runs]
     print(text_table(rows))
     return EXIT_OK
+
+
+def _number(kind: type, minimum: float, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite number of ``kind`` at or above ``minimum`` (above, if
+    ``strict``), so that a zero or negative count is refused here, not met as a crash later."""
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < minimum or (
+                strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{' whole' * (kind is int)} "
+                                             f"number {bound}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep(p)
     p.add_argument("--launcher", choices=LOCAL_LAUNCHERS,
                    help="how to start the ranks (default: the sweep's local.launcher, torchrun)")
-    p.add_argument("--cores-per-rank", type=int,
+    p.add_argument("--cores-per-rank", type=_number(int, 0),
                    help="mpiexec only: bind each rank to N cores; 0: unbound, the ranks share "
                         "the machine (default: the sweep's local.cores_per_rank)")
     p.add_argument("--study-id", help="name of the study folder (default: name-time-random)")
@@ -93,13 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("model", help="the performance model alone, from a compute time",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--compute-ms", type=float, required=True,
+    p.add_argument("--compute-ms", type=_number(float, 0, strict=True), required=True,
                    help="compute time of one training step of --batch samples on one rank")
-    p.add_argument("--batch", type=int, default=512,
+    p.add_argument("--batch", type=_number(int, 1), default=512,
                    help="global batch (strong) or per-rank batch (weak)")
     p.add_argument("--mode", choices=MODES, default="strong")
     p.add_argument("--network", default="25,10", help="GB_PER_S,LATENCY_US")
-    p.add_argument("--params", type=int, default=1_199_882, help="parameters all-reduced")
+    p.add_argument("--params", type=_number(int, 1), default=1_199_882,
+                   help="parameters all-reduced")
     p.add_argument("--ranks", default="1,2,4,8,16,32,64,128,256,512,1024")
     p.set_defaults(func=cmd_model)
     return parser

@@ -5,6 +5,7 @@ to show where scaling must flatten for a given network (see mnist_hpc/sweeps/REA
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Iterable
 
 from ..errors import EXIT_OK, UsageError
@@ -50,14 +51,15 @@ def predict(ranks_list: Iterable[int], mode: str, batch: int, compute_s_per_samp
     return out
 
 
-def parse_network(text: str) -> tuple[float, float]:
+def parse_network(text: str, option: str) -> tuple[float, float]:
+    """GB_PER_S,LATENCY_US as given to ``option`` (named in the error)."""
     try:
         bandwidth, latency = (float(x) for x in text.split(","))
     except ValueError:
-        raise UsageError(f"--model {text!r}: give GB_PER_S,LATENCY_US, e.g. 25,10 "
+        raise UsageError(f"{option} {text!r}: give GB_PER_S,LATENCY_US, e.g. 25,10 "
                          f"(Slingshot) or 1.25,50 (10 GbE)")
-    if bandwidth <= 0 or latency < 0:
-        raise UsageError(f"--model {text!r}: bandwidth must be > 0 and latency >= 0")
+    if not (bandwidth > 0 and 0 <= latency < math.inf and bandwidth < math.inf):
+        raise UsageError(f"{option} {text!r}: bandwidth must be > 0 and latency >= 0")
     return bandwidth, latency
 
 
@@ -83,8 +85,13 @@ def model_markdown(rows: list[dict], bandwidth: float, latency: float, nbytes: f
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    bandwidth, latency = parse_network(args.network)
-    ranks = int_list([int(x) for x in args.ranks.split(",")], "--ranks")
+    bandwidth, latency = parse_network(args.network, "--network")
+    try:
+        numbers = [int(x) for x in args.ranks.split(",")]
+    except ValueError:
+        raise UsageError(f"--ranks {args.ranks!r} must be rank counts separated by commas, "
+                         f"e.g. 1,2,4")
+    ranks = int_list(numbers, "--ranks")
     nbytes = args.params * GRADIENT_BYTES_PER_PARAM
     per_sample = args.compute_ms / 1000 / args.batch  # compute_ms: one rank, --batch samples
     rows = predict(ranks, args.mode, args.batch, per_sample, nbytes, bandwidth, latency,

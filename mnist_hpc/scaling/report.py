@@ -31,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(records)
     mode = (manifest or {}).get("mode") or _guess_mode(records)
-    network = parse_network(args.model) if args.model else None
+    network = parse_network(args.model, "--model") if args.model else None
     completed = [r for r in records if r.status == metrics.COMPLETED]
     problems = [r for r in records if r.status != metrics.COMPLETED]
     title = f"{(manifest or {}).get('study_id', study_dir.name)} ({mode} scaling)"
