@@ -67,52 +67,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     sweep_help = "sweep YAML (a path, or a shipped one: " + ", ".join(
         sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))) + ")"
+    study_id_help = "name of the study folder (default: name-time-random)"
 
-    def add_sweep(p: argparse.ArgumentParser) -> None:
-        p.add_argument("sweep", help=sweep_help)
-        p.add_argument("--results-dir", help="parent of the study folder (default: the "
-                                             "sweep's results_dir, else the trainer's)")
+    def command(name: str, summary: str, func: Callable,
+                sweep: bool = True) -> argparse.ArgumentParser:
+        """A subcommand; ``sweep``: it takes a sweep file."""
+        p = sub.add_parser(name, help=summary,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(func=func)
+        if sweep:
+            p.add_argument("sweep", help=sweep_help)
+            p.add_argument("--results-dir", help="parent of the study folder (default: the "
+                                                 "sweep's results_dir, else the trainer's)")
+        return p
 
-    p = sub.add_parser("plan", help="list the runs of a sweep with their batches",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_sweep(p)
+    p = command("plan", "list the runs of a sweep with their batches", cmd_plan)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("submit", help="check the whole study, then submit one job per run",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_sweep(p)
+    p = command("submit", "check the whole study, then submit one job per run", cmd_submit)
     p.add_argument("--scheduler", choices=SCHEDULERS, required=True)
     p.add_argument("--dry-run", action="store_true",
                    help="check and print the exact commands; submit nothing")
     p.add_argument("--account", help="project to charge (overrides the sweep's)")
-    p.add_argument("--study-id", help="name of the study folder (default: name-time-random)")
+    p.add_argument("--study-id", help=study_id_help)
     p.add_argument("--no-test-only", action="store_true",
                    help="slurm: skip the sbatch --test-only check (format checks only)")
-    p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("local", help="run the sweep here, one run after another",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_sweep(p)
+    p = command("local", "run the sweep here, one run after another", cmd_local)
     p.add_argument("--launcher", choices=LOCAL_LAUNCHERS,
                    help="how to start the ranks (default: the sweep's local.launcher, torchrun)")
     p.add_argument("--cores-per-rank", type=_number(int, 0),
                    help="mpiexec only: bind each rank to N cores; 0: unbound, the ranks share "
                         "the machine (default: the sweep's local.cores_per_rank)")
-    p.add_argument("--study-id", help="name of the study folder (default: name-time-random)")
+    p.add_argument("--study-id", help=study_id_help)
     p.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
-    p.set_defaults(func=cmd_local)
 
-    p = sub.add_parser("report", help="tables and plots from a study folder",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command("report", "tables and plots from a study folder", cmd_report, sweep=False)
     p.add_argument("study_dir", help="the study folder (<results_dir>/<study_id>)")
     p.add_argument("--out", help="where to write scaling.csv/.md and plots (default: study_dir)")
     p.add_argument("--model", metavar="GB_PER_S,LATENCY_US",
                    help="add the ring all-reduce model for this network, e.g. 25,10")
-    p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("model", help="the performance model alone, from a compute time",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command("model", "the performance model alone, from a compute time", cmd_model,
+                sweep=False)
     p.add_argument("--compute-ms", type=_number(float, 0, strict=True), required=True,
                    help="compute time of one training step of --batch samples on one rank")
     p.add_argument("--batch", type=_number(int, 1), default=512,
@@ -122,7 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_number(int, 1), default=1_199_882,
                    help="parameters all-reduced")
     p.add_argument("--ranks", default="1,2,4,8,16,32,64,128,256,512,1024")
-    p.set_defaults(func=cmd_model)
     return parser
 
 
