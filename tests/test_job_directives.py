@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from mnist_hpc.scaling.schedulers import (MIN_WALLTIME_S, POLARIS_QUEUES, is_slurm_time,
+                                          parse_walltime)
 
 PBS_SCRIPT = REPO / "jobs" / "polaris_ddp.pbs"
 # the templates, not jobs/slurm_lib.sh, which they source
@@ -26,21 +28,11 @@ SLURM_SCRIPTS = sorted(p for p in (REPO / "jobs").glob("*.sh") if "\n#SBATCH " i
 SHELL_SCRIPTS = sorted([*(REPO / "jobs").glob("*.sh"), *(REPO / "jobs").glob("*.pbs"),
                         *(REPO / "envs").glob("*.sh")])
 
-# queue: (min nodes, max nodes, max walltime in seconds)
-POLARIS_QUEUES = {
-    "debug": (1, 2, 3600),
-    "debug-scaling": (1, 10, 3600),
-    "prod": (10, 496, 24 * 3600),
-    "preemptable": (1, 10, 72 * 3600),
-    "demand": (1, 56, 3600),
-}
 POLARIS_FILESYSTEMS = {"home", "eagle", "grand"}
 PBS_OPTIONS = {"-A", "-l", "-q", "-k", "-j", "-r", "-N", "-o", "-e", "-m", "-M", "-v", "-V", "-W"}
 SBATCH_OPTIONS = {"job-name", "nodes", "ntasks-per-node", "gpus-per-node", "cpus-per-task",
                   "time", "output", "error", "open-mode", "signal", "requeue", "partition",
                   "account", "qos", "constraint", "mem", "exclusive"}
-# minutes | minutes:seconds | hours:minutes:seconds | days-hours[:minutes[:seconds]]
-SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+(:\d{1,2}){0,2})$")
 
 
 def directives(path: Path, prefix: str) -> list[tuple[int, str, list[str]]]:
@@ -57,12 +49,6 @@ def directives(path: Path, prefix: str) -> list[tuple[int, str, list[str]]]:
         previous = stripped
     assert found, f"no {prefix} directives in {path.name}"
     return found
-
-
-def seconds(hms: str) -> int:
-    hours, minutes, secs = (int(part) for part in hms.split(":"))
-    assert minutes < 60 and secs < 60, hms
-    return 3600 * hours + 60 * minutes + secs
 
 
 def test_every_directive_has_a_comment_above_it():
@@ -91,15 +77,16 @@ def test_pbs_directives_follow_polaris_rules():
     assert select, f"select must be N:system=polaris, not {resources['select']}"
     nodes = int(select.group(1))
     assert resources["place"] == "scatter"
-    assert re.fullmatch(r"\d+:\d\d:\d\d", resources["walltime"]), "walltime must be H:MM:SS"
     assert resources["filesystems"]
     assert set(resources["filesystems"].split(":")) <= POLARIS_FILESYSTEMS
 
     (queue,) = options["-q"]
     assert queue in POLARIS_QUEUES
-    low, high, max_walltime = POLARIS_QUEUES[queue]
-    assert low <= nodes <= high, f"queue {queue} takes {low}-{high} nodes, not {nodes}"
-    assert 5 * 60 <= seconds(resources["walltime"]) <= max_walltime
+    rule = POLARIS_QUEUES[queue]
+    assert rule.min_nodes <= nodes <= rule.max_nodes, (
+        f"queue {queue} takes {rule.min_nodes}-{rule.max_nodes} nodes, not {nodes}")
+    # the rules `scaling submit` checks a study against: H:MM:SS, within the queue's limits
+    assert MIN_WALLTIME_S <= parse_walltime(resources["walltime"]) <= rule.max_walltime_s
     assert options["-k"] == ["doe"] and options["-j"] == ["oe"]
 
 
@@ -114,7 +101,7 @@ def test_sbatch_directives_are_known_and_well_formed(path):
         assert name not in values, f"{path.name}:{number}: --{name} given twice"
         values[name] = value
 
-    assert SLURM_TIME.match(values["time"]), f"--time={values['time']}"
+    assert is_slurm_time(values["time"]), f"--time={values['time']}"
     for name in ("nodes", "ntasks-per-node", "gpus-per-node", "cpus-per-task"):
         assert values[name].isdigit() and int(values[name]) >= 1, f"--{name}={values[name]}"
     assert re.fullmatch(r"B:USR1@\d+", values["signal"]), "USR1 to the batch shell, which forwards it"

@@ -1,0 +1,140 @@
+"""Gather a study folder into one RunRecord per run: the numbers measured in each run
+directory's metrics.json, or why there are none (missing, unreadable, failed, still running).
+
+Runs are matched to the manifest by run id, then by the job id (the templates name their run
+directories ``pbs-<job>`` or ``slurm-<job>``, and metrics.json records the job id too); any
+other run directory in the folder is reported as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .. import metrics
+from ..errors import UsageError
+from .study import PLANNED, SUBMIT_FAILED, read_manifest
+
+# statuses the report adds to metrics.STATUSES
+MISSING, UNREADABLE, INCOMPLETE = "missing", "unreadable", "incomplete"
+
+
+@dataclass
+class RunRecord:
+    """One run as the report sees it: measured numbers, or why there are none."""
+
+    label: str
+    status: str  # one of metrics.STATUSES, MISSING, UNREADABLE or INCOMPLETE
+    run_dir: Optional[Path] = None
+    job_id: Optional[str] = None
+    ranks: Optional[int] = None
+    nodes: Optional[int] = None
+    global_batch: Optional[int] = None
+    per_rank_batch: Optional[float] = None
+    steps_per_epoch: Optional[int] = None
+    samples_per_s: Optional[float] = None
+    epoch_s: Optional[float] = None
+    comm_s: Optional[float] = None
+    measured_epochs: int = 0
+    val_acc: Optional[float] = None
+    test_acc: Optional[float] = None
+    parameters: Optional[int] = None
+    cpu_threads: Optional[int] = None
+    detail: str = ""
+    metrics: dict = field(default_factory=dict)
+
+
+def measure(payload: dict) -> dict:
+    """Throughput over the epochs after the first (warm-up) when there are two or more."""
+    epochs = payload.get("epochs") or []
+    measured = epochs[1:] if len(epochs) >= 2 else epochs
+    if not measured:
+        return {}
+    train_s = sum(e["train_s"] for e in measured)
+    samples = sum(e.get("train_samples") or e["train_samples_per_s"] * e["train_s"]
+                  for e in measured)
+    comm = [e.get("comm_s") for e in measured]
+    return {"samples_per_s": samples / train_s, "epoch_s": train_s / len(measured),
+            "comm_s": (sum(comm) / len(comm)) if all(c is not None for c in comm) else None,
+            "measured_epochs": len(measured)}
+
+
+def _record(label: str, run_dir: Path, job_id: Optional[str]) -> RunRecord:
+    try:
+        payload = metrics.read(run_dir)
+    except (OSError, ValueError) as exc:
+        return RunRecord(label, UNREADABLE, run_dir, job_id, detail=f"{metrics.FILENAME}: {exc}")
+    world, batch = payload.get("world", {}), payload.get("batch", {})
+    final = payload.get("final", {})
+    record = RunRecord(
+        label, payload.get("status", "unknown"), run_dir, job_id or world.get("job_id"),
+        ranks=world.get("world_size"), nodes=world.get("nodes"),
+        global_batch=batch.get("global"), per_rank_batch=batch.get("per_rank"),
+        steps_per_epoch=batch.get("steps_per_epoch"), val_acc=final.get("val_acc"),
+        test_acc=final.get("test_acc"), parameters=(payload.get("model") or {}).get("parameters"),
+        cpu_threads=world.get("cpu_threads") if str(world.get("device")) == "cpu" else None,
+        detail=payload.get("error", ""), metrics=payload)
+    for key, value in measure(payload).items():
+        setattr(record, key, value)
+    if record.status == metrics.COMPLETED and record.samples_per_s is None:
+        record.status, record.detail = INCOMPLETE, "completed without epoch records"
+    return record
+
+
+def gather(study_dir: Path) -> tuple[Optional[dict], list[RunRecord]]:
+    """Every run of the study: those in the manifest (found by run id or job id, or listed as
+    missing) and any other run directory in the folder."""
+    if not study_dir.is_dir():
+        raise UsageError(f"study folder {study_dir} does not exist")
+    manifest = read_manifest(study_dir)
+    run_dirs = {p.name: p for p in study_dir.iterdir()
+                if p.is_dir() and (p / metrics.FILENAME).exists()}
+    by_job: dict[str, Path] = {}
+    for path in run_dirs.values():
+        try:
+            job = metrics.read(path).get("world", {}).get("job_id")
+        except (OSError, ValueError):
+            continue
+        if job:
+            by_job[str(job)] = by_job.get(str(job)) or path
+    records, used = [], set()
+    for entry in (manifest or {}).get("runs", []):
+        label, job = entry.get("label") or str(entry.get("index")), entry.get("job_id")
+        found = run_dirs.get(entry.get("run_id") or "")
+        if found is None and job:
+            short = job.split(".")[0]
+            for candidate in (f"pbs-{job}", f"slurm-{job}", f"pbs-{short}", f"slurm-{short}"):
+                found = found or run_dirs.get(candidate)
+            found = found or by_job.get(job) or by_job.get(short)
+        if found is None:
+            if entry.get("state") == SUBMIT_FAILED:
+                why = f"submission failed: {entry.get('error', '')}"
+            elif entry.get("state") == PLANNED:
+                why = "never submitted"
+            elif entry.get("exit_code") not in (None, 0):
+                why = f"exited {entry['exit_code']} before writing a run directory"
+            elif job:
+                why = f"job {job}: no run directory (queued, still starting, or never ran)"
+            else:
+                why = "no run directory"
+            records.append(RunRecord(label, MISSING, None, job, ranks=entry.get("ranks"),
+                                     nodes=entry.get("nodes"), detail=why))
+            continue
+        used.add(found.name)
+        record = _record(label, found, job)
+        if record.status == metrics.RUNNING and entry.get("exit_code") not in (None, 0):
+            record.status = metrics.FAILED
+            record.detail = record.detail or f"exited {entry['exit_code']}"
+        records.append(record)
+    for name in sorted(set(run_dirs) - used):
+        records.append(_record(name, run_dirs[name], None))
+    for record in records:
+        if record.status != metrics.COMPLETED:
+            logs = [study_dir / "logs" / f"{record.label}.log"]
+            if record.job_id:
+                logs.append(study_dir / f"slurm-{record.job_id.split('.')[0]}.out")
+            found = next((log for log in logs if log.is_file()), None)
+            if found:
+                record.detail += f" (log: {found})"
+    return manifest, records
