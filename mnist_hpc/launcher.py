@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from .errors import UsageError
+from .hostlist import expand as expand_hostlist
 
 # Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
 # Slurm or PBS allocation) sets its own variables, and the innermost launcher wins.
@@ -85,22 +86,6 @@ def job_id(environ: Mapping[str, str]) -> Optional[str]:
         task = environ.get("SLURM_ARRAY_TASK_ID")
         return environ["SLURM_JOB_ID"] + (f"_{task}" if task else "")
     return None
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm's compressed host lists: ``nid[001-003,007],login1`` -> nid001 nid002 nid003 ..."""
-    hosts: list[str] = []
-    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", hostlist):
-        prefix, ranges = match.group(1), match.group(2)
-        if ranges is None:
-            hosts.append(prefix)
-            continue
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            width = len(low)
-            for number in range(int(low), int(high or low) + 1):
-                hosts.append(f"{prefix}{number:0{width}d}")
-    return hosts
 
 
 def _tasks_on_node(tasks_per_node: str, node_id: int) -> Optional[int]:
@@ -206,9 +191,13 @@ def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
     # when the step spans the whole allocation
     names = (("SLURM_STEP_NODELIST",) if env.launcher == "slurm" else ()) + (
         "SLURM_JOB_NODELIST", "SLURM_NODELIST")
-    nodelist = next((environ[name] for name in names if environ.get(name)), None)
+    nodelist = next((name for name in names if environ.get(name)), None)
     if addr is None and nodelist:
-        addr = expand_hostlist(nodelist)[0]
+        try:
+            addr = next(iter(expand_hostlist(environ[nodelist])), None)
+        except ValueError as exc:
+            raise UsageError(f"{nodelist}={environ[nodelist]!r} is not a Slurm host list: "
+                             f"{exc}; export MASTER_ADDR (rank 0's host)")
     if (addr is None or port is None) and env.launcher in MPI_LAUNCHERS:
         addr, port = _mpi_broadcast(addr, port)
     if addr is None:

@@ -178,6 +178,23 @@ def test_slurm_rendezvous_on_the_first_node_of_the_step():
     assert launcher.rendezvous(launcher.detect(no_step_list), no_step_list).master_addr == "nid001"
 
 
+@pytest.mark.parametrize("nodelist, first", [
+    ("gpu-[3-4]-ib", "gpu-3-ib"),                 # the old reader gave "gpu-3"
+    ("rack[2-3]-node[05-06]", "rack2-node05"),
+    ("login1,nid[007-008]", "login1"),
+])
+def test_slurm_rendezvous_on_host_lists_of_every_form(nodelist, first):
+    environ = {**SRUN, "SLURM_STEP_NODELIST": nodelist}
+    assert launcher.rendezvous(launcher.detect(environ), environ).master_addr == first
+
+
+def test_unreadable_slurm_node_list_names_the_variable():
+    environ = {**SRUN, "SLURM_STEP_NODELIST": "nid[003-001]"}
+    with pytest.raises(UsageError, match=r"SLURM_STEP_NODELIST='nid\[003-001\]' is not a "
+                                         r"Slurm host list: .*export MASTER_ADDR"):
+        launcher.rendezvous(launcher.detect(environ), environ)
+
+
 @pytest.mark.parametrize("tasks_per_node, node_id, local_world", [
     ("2(x3),1", "0", 2), ("2(x3),1", "2", 2), ("2(x3),1", "3", 1), ("4(x2)", "1", 4),
     ("3,1", "1", 1),
