@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from .errors import UsageError
+from .hostlist import expand as expand_hostlist
 
 # Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
 # Slurm or PBS allocation) sets its own variables, and the innermost launcher wins.
@@ -38,13 +39,20 @@ DEFAULT_PORT = 29500
 
 @dataclass(frozen=True)
 class DistEnv:
-    """This process's place in the job. ``is_main`` is the *global* rank 0."""
+    """This process's place in the job. ``is_main`` is the *global* rank 0.
+
+    ``nodes`` and ``node_rank`` (this node's index, 0 to nodes - 1) are what the launcher
+    states, or None where it states nothing (Open MPI, MPICH and PALS outside PBS): they are
+    never guessed from the rank counts, which cannot tell 3 + 1 ranks from 2 + 2. The trainer
+    records in metrics.json the count of distinct hostnames gathered from all ranks.
+    """
 
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
     local_world_size: int = 1
-    nodes: int = 1
+    nodes: Optional[int] = 1
+    node_rank: Optional[int] = 0
     launcher: str = "single"
     master_addr: Optional[str] = None
     master_port: Optional[int] = None
@@ -85,22 +93,6 @@ def job_id(environ: Mapping[str, str]) -> Optional[str]:
         task = environ.get("SLURM_ARRAY_TASK_ID")
         return environ["SLURM_JOB_ID"] + (f"_{task}" if task else "")
     return None
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm's compressed host lists: ``nid[001-003,007],login1`` -> nid001 nid002 nid003 ..."""
-    hosts: list[str] = []
-    for match in re.finditer(r"([^,\[]+)(?:\[([^\]]+)\])?", hostlist):
-        prefix, ranges = match.group(1), match.group(2)
-        if ranges is None:
-            hosts.append(prefix)
-            continue
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            width = len(low)
-            for number in range(int(low), int(high or low) + 1):
-                hosts.append(f"{prefix}{number:0{width}d}")
-    return hosts
 
 
 def _tasks_on_node(tasks_per_node: str, node_id: int) -> Optional[int]:
@@ -150,27 +142,73 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         local_rank = _int(*local) if local else (rank if world == 1 else None)
         local_size = _first(environ, local_size_vars)
         local_world = _int(*local_size) if local_size else None
+        nodes, node_rank = _node_layout(name, environ)
         if name == "slurm":  # the step's layout; the job's if srun gave none
             layout = (environ.get("SLURM_STEP_TASKS_PER_NODE")
                       or environ.get("SLURM_TASKS_PER_NODE"))
             if layout:
-                local_world = _tasks_on_node(layout, _int("SLURM_NODEID",
-                                                          environ.get("SLURM_NODEID", "0")))
+                local_world = _tasks_on_node(layout, node_rank or 0)
         if local_rank is None:
             if name in MPI_LAUNCHERS and _started_by_srun(environ, rank_found):
                 continue
             raise UsageError(f"{name} gives rank {rank} of {world} but no local rank "
                              f"({' or '.join(local_vars)}); set it or use another launcher")
         local_world = local_world or world
-        if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < local_world <= world):
+        if name == "torchrun" and world % local_world == 0:
+            nodes = world // local_world  # torchrun starts --nproc-per-node ranks on every node
+        if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < local_world <= world
+                and _node_within(node_rank, nodes)):
             raise UsageError(f"inconsistent {name} environment: rank {rank}, world size {world}, "
-                             f"local rank {local_rank}, local size {local_world}; "
-                             f"check the launcher's variables")
+                             f"local rank {local_rank}, local size {local_world}, node "
+                             f"{node_rank} of {nodes}; check the launcher's variables")
         return DistEnv(rank=rank, local_rank=local_rank, world_size=world,
-                       local_world_size=local_world, nodes=max(1, world // local_world),
+                       local_world_size=local_world, nodes=nodes, node_rank=node_rank,
                        launcher=name, master_addr=environ.get("MASTER_ADDR"),
                        master_port=_port(environ), job_id=job_id(environ))
     return DistEnv(job_id=job_id(environ))
+
+
+def _node_layout(name: str, environ: Mapping[str, str]) -> tuple[Optional[int], Optional[int]]:
+    """(node count, this node's index) as far as the launcher states them.
+
+    srun: the step's node count (the job's if srun gave none, as for the task layout) and
+    SLURM_NODEID. torchrun: GROUP_RANK; its node count follows from the sizes in ``detect``.
+    MPI launchers in a PBS job: the node file's distinct hosts, in order, and this host's
+    place among them (the job's nodes: the count of the launch where mpiexec spans the job,
+    as jobs/polaris_ddp.pbs does). Open MPI's OMPI_COMM_WORLD_NODE_RANK is no node index but
+    this process's rank among all processes on its node, so it is not used.
+    """
+    if name == "slurm":
+        count = _first(environ, ("SLURM_STEP_NUM_NODES", "SLURM_JOB_NUM_NODES", "SLURM_NNODES"))
+        node_id = _first(environ, ("SLURM_NODEID",))
+        return _int(*count) if count else None, _int(*node_id) if node_id else None
+    if name == "torchrun":
+        group = _first(environ, ("GROUP_RANK",))
+        return None, _int(*group) if group else None
+    if name in MPI_LAUNCHERS and environ.get("PBS_NODEFILE"):
+        hosts = list(dict.fromkeys(_pbs_hosts(environ)))  # distinct, in order
+        me = socket.gethostname().split(".")[0]
+        short = [host.split(".")[0] for host in hosts]  # the file may hold FQDNs
+        return len(hosts), short.index(me) if me in short else None
+    return None, None
+
+
+def _node_within(node_rank: Optional[int], nodes: Optional[int]) -> bool:
+    """The node index lies in 0 .. nodes - 1, as far as either is known."""
+    if (nodes is not None and nodes < 1) or (node_rank is not None and node_rank < 0):
+        return False
+    return node_rank is None or nodes is None or node_rank < nodes
+
+
+def _pbs_hosts(environ: Mapping[str, str]) -> list[str]:
+    """The lines of the PBS node file: one per MPI process, so a host may repeat."""
+    path = environ["PBS_NODEFILE"]
+    try:
+        with open(path) as handle:
+            return [line.strip() for line in handle if line.strip()]
+    except OSError as exc:
+        raise UsageError(f"cannot read PBS_NODEFILE {path}: {exc.strerror}; fix it, or unset "
+                         f"it and export MASTER_ADDR")
 
 
 def _port(environ: Mapping[str, str]) -> Optional[int]:
@@ -196,19 +234,18 @@ def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
         return env
     addr, port = env.master_addr, env.master_port
     if addr is None and environ.get("PBS_NODEFILE"):
-        try:
-            with open(environ["PBS_NODEFILE"]) as handle:
-                addr = handle.readline().strip() or None
-        except OSError as exc:
-            raise UsageError(f"cannot read PBS_NODEFILE {environ['PBS_NODEFILE']}: "
-                             f"{exc.strerror}; set MASTER_ADDR")
+        addr = next(iter(_pbs_hosts(environ)), None)
     # srun's tasks: rank 0 runs on the step's first node, which is the job's first node only
     # when the step spans the whole allocation
     names = (("SLURM_STEP_NODELIST",) if env.launcher == "slurm" else ()) + (
         "SLURM_JOB_NODELIST", "SLURM_NODELIST")
-    nodelist = next((environ[name] for name in names if environ.get(name)), None)
+    nodelist = next((name for name in names if environ.get(name)), None)
     if addr is None and nodelist:
-        addr = expand_hostlist(nodelist)[0]
+        try:
+            addr = next(iter(expand_hostlist(environ[nodelist])), None)
+        except ValueError as exc:
+            raise UsageError(f"{nodelist}={environ[nodelist]!r} is not a Slurm host list: "
+                             f"{exc}; export MASTER_ADDR (rank 0's host)")
     if (addr is None or port is None) and env.launcher in MPI_LAUNCHERS:
         addr, port = _mpi_broadcast(addr, port)
     if addr is None:

@@ -17,17 +17,25 @@ fails here instead of falling back to rank 0. Sources:
   docs/polaris/data-science/frameworks/pytorch.md), PALS_LOCAL_RANKID
   (docs/polaris/data-science/profiling_dl.md), PALS_RANKID and PALS_NODEID (the same guides'
   Aurora pages, same PALS); PBS_NODEFILE lines and PBS_JOBID as in those guides
-  (``x3005c0s7b0n0``, ``308834.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov``).
+  (``x3005c0s7b0n0``, ``308834.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov``). PBS Pro writes
+  the node file in the order of the chunks, one line per MPI process a chunk asks for
+  (``mpiprocs``, default 1; https://tier1.cenaero.be/en/node/104), so a host may repeat.
 - Open MPI: https://docs.open-mpi.org/en/v5.0.x/tuning-apps/environment-var.html,
   "Environment variables set for MPI applications": OMPI_COMM_WORLD_SIZE, _RANK, _LOCAL_SIZE,
-  _LOCAL_RANK, OMPI_UNIVERSE_SIZE, OMPI_COMM_WORLD_NODE_RANK.
+  _LOCAL_RANK, OMPI_UNIVERSE_SIZE, OMPI_COMM_WORLD_NODE_RANK ("the relative rank of this
+  process on this node looking across all jobs": not a node index, so Open MPI states no node).
 - Slurm: srun(1) "OUTPUT ENVIRONMENT VARIABLES" (Slurm 22.05 man page): SLURM_PROCID ("The MPI
   rank (or relative process ID) of the current process"), SLURM_LOCALID ("Node local task ID
   for the process within a job"), SLURM_NTASKS, SLURM_STEP_ID (and the older SLURM_STEPID),
-  SLURM_NODEID, SLURM_TASKS_PER_NODE (e.g. "2(x3),1"), SLURM_STEP_TASKS_PER_NODE,
-  SLURM_JOB_NODELIST, SLURM_STEP_NODELIST, SLURM_JOB_ID. sbatch(1) "OUTPUT ENVIRONMENT
-  VARIABLES": the batch shell gets SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS, SLURM_NODEID,
-  SLURM_TASKS_PER_NODE but no step id. Slurm's MPI plugins, set in every task of a step:
+  SLURM_NODEID ("The relative node ID of the current node"), SLURM_STEP_NUM_NODES ("Number of
+  nodes allocated to the step"), SLURM_TASKS_PER_NODE (e.g. "2(x3),1"),
+  SLURM_STEP_TASKS_PER_NODE, SLURM_JOB_NODELIST, SLURM_STEP_NODELIST, SLURM_JOB_ID. sbatch(1)
+  "OUTPUT ENVIRONMENT VARIABLES": the batch shell gets SLURM_PROCID, SLURM_LOCALID,
+  SLURM_NTASKS, SLURM_NODEID, SLURM_TASKS_PER_NODE, SLURM_JOB_NUM_NODES ("Total number of
+  nodes in the job's resource allocation") and SLURM_NNODES (the same, "for backwards
+  compatibility") but no step id. ``env`` in a batch shell and in an srun task on the test
+  cluster (Slurm 22.05.8) shows these, and in the task SLURM_TASKS_PER_NODE is the step's.
+  Slurm's MPI plugins, set in every task of a step:
   mpi/pmi2 (src/plugins/mpi/pmi2/mpi_pmi2.c) PMI_FD, PMI_JOBID, PMI_RANK, PMI_SIZE,
   PMI2_SUN_PATH; mpi/cray_shasta (src/plugins/mpi/cray_shasta/mpi_cray_shasta.c) PALS_APID,
   PALS_RANKID, PALS_NODEID, PALS_SPOOL_DIR, PALS_APINFO, PMI_CONTROL_PORT.
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -82,19 +91,21 @@ OPENMPI = {"OMPI_COMM_WORLD_RANK": "6", "OMPI_COMM_WORLD_SIZE": "8",
            "OMPI_UNIVERSE_SIZE": "8", "OMPI_COMM_WORLD_NODE_RANK": "2"}
 SRUN = {"SLURM_PROCID": "6", "SLURM_LOCALID": "2", "SLURM_NTASKS": "8", "SLURM_NPROCS": "8",
         "SLURM_STEP_ID": "0", "SLURM_STEPID": "0", "SLURM_NODEID": "1",
+        "SLURM_STEP_NUM_NODES": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2",
         "SLURM_TASKS_PER_NODE": "4(x2)", "SLURM_STEP_TASKS_PER_NODE": "4(x2)",
         "SLURM_JOB_NODELIST": "nid[001-002]", "SLURM_STEP_NODELIST": "nid[001-002]",
         "SLURM_JOB_ID": "123456", "SLURM_JOBID": "123456"}
 SBATCH_SHELL = {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8",
                 "SLURM_NODEID": "0", "SLURM_TASKS_PER_NODE": "4(x2)",
+                "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2",
                 "SLURM_JOB_NODELIST": "nid[001-002]", "SLURM_JOB_ID": "123456"}
 
-RANK_6_OF_8 = dict(rank=6, local_rank=2, world_size=8, local_world_size=4, nodes=2)
+RANK_6_OF_8 = dict(rank=6, local_rank=2, world_size=8, local_world_size=4)
 
 
 def fields(env: launcher.DistEnv) -> dict:
     return dict(rank=env.rank, local_rank=env.local_rank, world_size=env.world_size,
-                local_world_size=env.local_world_size, nodes=env.nodes)
+                local_world_size=env.local_world_size)
 
 
 def test_the_launcher_table_uses_only_documented_names():
@@ -107,17 +118,20 @@ def test_no_launcher_is_one_process():
     env = launcher.detect({"HOME": "/root", "PATH": "/usr/bin"})
     assert env == launcher.DistEnv()
     assert (env.rank, env.world_size, env.launcher, env.backend) == (0, 1, "single", None)
+    assert (env.nodes, env.node_rank) == (1, 0)
     assert env.is_main and not env.distributed
 
 
-@pytest.mark.parametrize("environ, expected", [
-    (TORCHRUN, "torchrun"), (HYDRA, "mpich"), (PALS, "pals"), (OPENMPI, "openmpi"),
-    (SRUN, "slurm"),
+@pytest.mark.parametrize("environ, expected, node_layout", [
+    (TORCHRUN, "torchrun", (2, 1)), (HYDRA, "mpich", (None, None)),
+    (PALS, "pals", (None, None)), (OPENMPI, "openmpi", (None, None)), (SRUN, "slurm", (2, 1)),
 ], ids=["torchrun", "mpich-hydra", "cray-pals-polaris", "openmpi", "slurm-srun"])
-def test_each_launcher_gives_rank_local_rank_and_sizes(environ, expected):
+def test_each_launcher_gives_rank_local_rank_and_sizes(environ, expected, node_layout):
+    """Nodes and node rank only where the launcher states them (MPI outside PBS does not)."""
     env = launcher.detect(environ)
     assert env.launcher == expected
     assert fields(env) == RANK_6_OF_8
+    assert (env.nodes, env.node_rank) == node_layout
     assert env.distributed and not env.is_main
 
 
@@ -178,6 +192,23 @@ def test_slurm_rendezvous_on_the_first_node_of_the_step():
     assert launcher.rendezvous(launcher.detect(no_step_list), no_step_list).master_addr == "nid001"
 
 
+@pytest.mark.parametrize("nodelist, first", [
+    ("gpu-[3-4]-ib", "gpu-3-ib"),                 # the old reader gave "gpu-3"
+    ("rack[2-3]-node[05-06]", "rack2-node05"),
+    ("login1,nid[007-008]", "login1"),
+])
+def test_slurm_rendezvous_on_host_lists_of_every_form(nodelist, first):
+    environ = {**SRUN, "SLURM_STEP_NODELIST": nodelist}
+    assert launcher.rendezvous(launcher.detect(environ), environ).master_addr == first
+
+
+def test_unreadable_slurm_node_list_names_the_variable():
+    environ = {**SRUN, "SLURM_STEP_NODELIST": "nid[003-001]"}
+    with pytest.raises(UsageError, match=r"SLURM_STEP_NODELIST='nid\[003-001\]' is not a "
+                                         r"Slurm host list: .*export MASTER_ADDR"):
+        launcher.rendezvous(launcher.detect(environ), environ)
+
+
 @pytest.mark.parametrize("tasks_per_node, node_id, local_world", [
     ("2(x3),1", "0", 2), ("2(x3),1", "2", 2), ("2(x3),1", "3", 1), ("4(x2)", "1", 4),
     ("3,1", "1", 1),
@@ -194,6 +225,112 @@ def test_slurm_local_world_size_from_tasks_per_node(tasks_per_node, node_id, loc
 def test_slurm_step_layout_wins_over_the_job_layout():
     environ = {**SRUN, "SLURM_TASKS_PER_NODE": "8(x2)"}  # the job's; the step uses 4 per node
     assert launcher.detect(environ).local_world_size == 4
+
+
+# --- nodes and node rank: uneven layouts, from each launcher's documented variables ------------
+
+# srun --ntasks=4 on two nodes, 3 tasks on the first and 1 on the second: world // local world
+# gives 1 node on the first and 4 on the second
+UNEVEN_SRUN = {"SLURM_NTASKS": "4", "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "123456",
+               "SLURM_STEP_NUM_NODES": "2", "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2",
+               "SLURM_TASKS_PER_NODE": "3,1", "SLURM_STEP_TASKS_PER_NODE": "3,1",
+               "SLURM_JOB_NODELIST": "nid[001-002]", "SLURM_STEP_NODELIST": "nid[001-002]"}
+
+
+@pytest.mark.parametrize("procid, localid, nodeid, local_world", [
+    ("0", "0", "0", 3), ("2", "2", "0", 3), ("3", "0", "1", 1),
+])
+def test_slurm_uneven_layout_takes_nodes_from_srun(procid, localid, nodeid, local_world):
+    environ = {**UNEVEN_SRUN, "SLURM_PROCID": procid, "SLURM_LOCALID": localid,
+               "SLURM_NODEID": nodeid}
+    env = launcher.detect(environ)
+    assert (env.world_size, env.local_world_size) == (4, local_world)
+    assert (env.nodes, env.node_rank) == (2, int(nodeid))
+
+
+def test_slurm_step_node_count_wins_over_the_job_count():
+    """A step on 2 of the job's 4 nodes; without the step's count, the job's (as for the
+    task layout), SLURM_JOB_NUM_NODES before the older SLURM_NNODES."""
+    environ = {**UNEVEN_SRUN, "SLURM_PROCID": "3", "SLURM_LOCALID": "0", "SLURM_NODEID": "1",
+               "SLURM_JOB_NUM_NODES": "4", "SLURM_NNODES": "4"}
+    assert launcher.detect(environ).nodes == 2
+    del environ["SLURM_STEP_NUM_NODES"]
+    assert launcher.detect(environ).nodes == 4
+    environ["SLURM_JOB_NUM_NODES"] = "3"
+    assert launcher.detect(environ).nodes == 3
+    del environ["SLURM_JOB_NUM_NODES"]
+    assert launcher.detect(environ).nodes == 4
+    del environ["SLURM_NNODES"]
+    assert (launcher.detect(environ).nodes, launcher.detect(environ).node_rank) == (None, 1)
+
+
+def test_torchrun_node_rank_is_the_group_rank_and_its_nodes_are_even():
+    """torchrun starts --nproc-per-node workers on every node: world // local world is exact.
+    Sizes that do not divide cannot come from that, so the count stays unknown."""
+    env = launcher.detect({**TORCHRUN, "GROUP_RANK": "0", "RANK": "3", "LOCAL_RANK": "3"})
+    assert (env.nodes, env.node_rank) == (2, 0)
+    uneven = launcher.detect({**TORCHRUN, "WORLD_SIZE": "6", "RANK": "5", "ROLE_WORLD_SIZE": "6"})
+    assert (uneven.nodes, uneven.node_rank) == (None, 1)
+    no_group = {k: v for k, v in TORCHRUN.items() if k != "GROUP_RANK"}
+    assert (launcher.detect(no_group).nodes, launcher.detect(no_group).node_rank) == (2, None)
+
+
+def test_openmpi_node_rank_variable_is_not_a_node_index():
+    """OMPI_COMM_WORLD_NODE_RANK=2 is this process's rank among all on its node."""
+    env = launcher.detect({**OPENMPI, "OMPI_COMM_WORLD_NODE_RANK": "2"})
+    assert (env.nodes, env.node_rank) == (None, None)
+
+
+def write_nodefile(path, hosts: list[str]) -> str:
+    path.write_text("".join(f"{host}\n" for host in hosts))
+    return str(path)
+
+
+def mpi_rank(mpi: dict, rank: int, world: int, local: int, local_world: int, **extra) -> dict:
+    """``mpi`` (HYDRA or PALS) with the variables it has set to this rank's values."""
+    values = {"PMI_RANK": rank, "PALS_RANKID": rank, "PMI_SIZE": world,
+              "MPI_LOCALRANKID": local, "PMI_LOCAL_RANK": local, "PALS_LOCAL_RANKID": local,
+              "MPI_LOCALNRANKS": local_world, "PMI_LOCAL_SIZE": local_world}
+    return {**mpi, **{k: str(v) for k, v in values.items() if k in mpi}, **extra}
+
+
+@pytest.mark.parametrize("mpi", [HYDRA, PALS], ids=["mpich-hydra", "cray-pals-polaris"])
+def test_pbs_node_file_gives_distinct_hosts_and_this_hosts_place(tmp_path, mpi):
+    """mpiexec -n 4 on 2 nodes, 3 ranks on the first: the node file lists the first host 3
+    times. This machine's hostname stands in for one node, under its FQDN as on Polaris."""
+    me = socket.gethostname().split(".")[0] + ".hsn.cm.polaris.alcf.anl.gov"
+    other = "x3005c0s19b0n0.hsn.cm.polaris.alcf.anl.gov"
+    on_first = mpi_rank(mpi, 1, 4, 1, 3,
+                        PBS_NODEFILE=write_nodefile(tmp_path / "a", [me, me, me, other]))
+    env = launcher.detect(on_first)
+    assert (env.world_size, env.local_world_size, env.nodes, env.node_rank) == (4, 3, 2, 0)
+    on_second = mpi_rank(mpi, 3, 4, 0, 1,
+                         PBS_NODEFILE=write_nodefile(tmp_path / "b", [other, other, other, me]))
+    env = launcher.detect(on_second)
+    assert (env.world_size, env.local_world_size, env.nodes, env.node_rank) == (4, 1, 2, 1)
+
+
+def test_pbs_node_file_without_this_host_gives_no_node_rank(tmp_path):
+    environ = {**PALS, "PBS_NODEFILE": write_nodefile(tmp_path / "nodes", POLARIS_NODES)}
+    env = launcher.detect(environ)
+    assert (env.nodes, env.node_rank) == (2, None)
+
+
+@pytest.mark.parametrize("environ", [
+    {**SRUN, "SLURM_NODEID": "2"},                    # node 2 of a 2-node step
+    {**SRUN, "SLURM_STEP_NUM_NODES": "0"},
+    {**TORCHRUN, "GROUP_RANK": "2"},                  # group 2 of 8 // 4 = 2 nodes
+    {**TORCHRUN, "GROUP_RANK": "-1"},
+], ids=["slurm-node-id", "slurm-no-nodes", "torchrun-group", "torchrun-negative"])
+def test_node_rank_outside_the_node_count_is_an_error(environ):
+    with pytest.raises(UsageError, match=r"inconsistent \w+ environment: .*node -?\d+ of \d+"):
+        launcher.detect(environ)
+
+
+@pytest.mark.parametrize("name", ["SLURM_STEP_NUM_NODES", "SLURM_NODEID"])
+def test_non_integer_slurm_node_variables_are_named(name):
+    with pytest.raises(UsageError, match=rf"{name}='two' is not an integer"):
+        launcher.detect({**SRUN, name: "two"})
 
 
 def test_slurm_array_task_is_part_of_the_job_id():

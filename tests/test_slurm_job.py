@@ -10,6 +10,8 @@ resume).
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -64,6 +66,23 @@ def test_cluster_runs_a_two_task_step(slurm_cluster, tmp_path):
     output = (tmp_path / f"wrap-{job}.out").read_text()
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output
     assert len(output.split()) == 2, output  # one hostname per task
+
+
+def test_srun_tasks_find_their_node_and_rank_0s_host(slurm_cluster, tmp_path):
+    """mnist_hpc.launcher in the tasks of a real 2-task step: srun's variables give the node
+    count and index, and the step's node list (expanded by the real scontrol) rank 0's host."""
+    code = ("import json, os; from mnist_hpc import launcher; "
+            "env = launcher.rendezvous(launcher.detect(os.environ), os.environ); "
+            "print(json.dumps([env.launcher, env.rank, env.local_world_size, env.nodes, "
+            "env.node_rank, env.master_addr]))")
+    job = slurm_cluster.sbatch("--ntasks=2", f"--chdir={REPO}",
+                               f"--output={tmp_path}/layout-%j.out", "--wrap",
+                               f"srun {shlex.quote(sys.executable)} -c {shlex.quote(code)}")
+    info = slurm_cluster.wait_finished(job, timeout=60)
+    output = (tmp_path / f"layout-{job}.out").read_text()
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), output
+    tasks = sorted(json.loads(line) for line in output.splitlines())
+    assert tasks == [["slurm", rank, 2, 1, 0, slurm_cluster.node] for rank in (0, 1)], output
 
 
 @pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
