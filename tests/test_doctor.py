@@ -208,13 +208,16 @@ def test_one_process_skips_the_benchmark(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--out", "/nonexistent/doctor.json"], "--out /nonexistent/doctor.json: directory"),
+    (["--out", "{tmp}/file/doctor.json"], "--out {tmp}/file/doctor.json: cannot create"),
     (["--max-bytes", "3"], "is not a size of at least 8 bytes"),
     (["--epochs", "zero"], "--epochs"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    (tmp_path / "file").write_text("")  # not a directory: nothing can be created under it
+    args = [arg.format(tmp=tmp_path) for arg in args]
     result = launch([PYTHON, "-m", "mnist_hpc.doctor", "--results-dir", str(tmp_path), *args],
                     timeout=60)
+    message = message.format(tmp=tmp_path)
     assert result.returncode == 2, str(result)
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

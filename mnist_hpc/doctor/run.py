@@ -26,13 +26,19 @@ from .cli import Options
 
 
 def out_path(options: Options, config: RunConfig) -> tuple[Optional[Path], Optional[str]]:
-    """Rank 0's doctor.json path, or a bad-input problem with an explicit --out."""
+    """Rank 0's doctor.json path (its directory created, as the trainer creates
+    --results-dir), or a bad-input problem where an explicit --out cannot be written."""
     if options.out is None:
         return Path(config.results_dir) / f"doctor-{results.new_run_id()}.json", None
     parent = options.out.expanduser().resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        return None, (f"--out {options.out}: directory {parent} does not exist or is not "
-                      f"writable; create it or choose another --out")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return None, (f"--out {options.out}: cannot create directory {parent} "
+                      f"({exc.strerror or exc}); choose another --out")
+    if not os.access(parent, os.W_OK):
+        return None, (f"--out {options.out}: directory {parent} is not writable; "
+                      f"choose another --out")
     return options.out, None
 
 
