@@ -53,7 +53,7 @@ def findings_text(findings: list[Finding]) -> str:
 def _size(nbytes: int) -> str:
     for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
-            return f"{nbytes / scale:g} {unit}"
+            return f"{nbytes / scale:.3g} {unit}"
     return f"{nbytes} B"
 
 
