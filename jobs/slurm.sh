@@ -14,6 +14,9 @@
 #   RUN_ID       run directory name; pass an old one to resume it  (default: slurm-<job id>)
 #   CPU_ONLY     1: train on CPUs with gloo (pair with --gpus-per-node=0)  (default: 0)
 #   MAX_RESTARTS requeues after a checkpoint before giving up     (default: 20)
+#   PREFLIGHT    1: run python -m mnist_hpc.doctor first, with the same srun line and flags;
+#                a failed check ends the job before training; report in
+#                RESULTS_DIR/doctor-RUN_ID.json                  (default: 0)
 #   MODULES, MNIST_HPC_VENV: the software environment, see envs/slurm.sh
 # Sizes come from the allocation (SLURM_JOB_NUM_NODES, SLURM_NTASKS): change them with
 # sbatch options only; srun below inherits them, so no count is typed twice.
@@ -63,14 +66,12 @@ print_header "mnist_hpc on Slurm (srun)" \
 # One task per GPU; each picks cuda:<SLURM_LOCALID>. --cpus-per-task is repeated because
 # srun 22.05-23.02 does not inherit it from sbatch. --kill-on-bad-exit: one failed rank
 # ends the step instead of leaving the others waiting in a collective.
-run_step srun \
-    --kill-on-bad-exit=1 \
-    --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
-    python -m mnist_hpc.train \
-    --config "$CONFIG" \
-    "${epochs_args[@]}" \
-    "${device_args[@]}" \
-    --results-dir "$RESULTS_DIR" \
-    --run-id "$RUN_ID" \
-    --resume auto \
-    "${extra_args[@]}"
+launch=(
+    srun
+    --kill-on-bad-exit=1
+    --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
+    python -m
+)
+preflight "${launch[@]}" mnist_hpc.doctor "${train_args[@]}" \
+    --out "$RESULTS_DIR/doctor-$RUN_ID.json"
+run_step "${launch[@]}" mnist_hpc.train "${train_args[@]}"

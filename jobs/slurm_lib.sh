@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # What jobs/slurm.sh and jobs/slurm_torchrun.sh share, sourced from the repo root:
 #   slurm_job_setup   check the job, load the environment, read the knobs into variables
+#   preflight CMD...  with PREFLIGHT=1, run the doctor first; a failed check ends the job
+#                     (from jobs/preflight.sh, sourced here)
 #   run_step CMD...   run the job step with preemption handling, then exit with its status
 #
 # Preemption: Slurm sends SIGUSR1 to the batch shell before the time limit
@@ -17,8 +19,12 @@ die() {
     exit 2
 }
 
-# Sets REPO CONFIG RESULTS_DIR RUN_ID CPU_ONLY and the arrays epochs_args device_args
-# extra_args, which the calling template passes to the trainer.
+# shellcheck source=jobs/preflight.sh
+source jobs/preflight.sh
+
+# Sets REPO CONFIG RESULTS_DIR RUN_ID CPU_ONLY PREFLIGHT, the array extra_args (TRAIN_ARGS)
+# and the array train_args: every trainer flag, which the calling template passes to the
+# trainer (and to the doctor, which takes the same flags).
 # shellcheck disable=SC2034  # the variables are the interface to the caller
 slurm_job_setup() {
     : "${SLURM_JOB_ID:?is not set: submit this script with sbatch}"
@@ -34,6 +40,7 @@ slurm_job_setup() {
     RESULTS_DIR="${RESULTS_DIR:-$REPO/results}"
     RUN_ID="${RUN_ID:-slurm-$SLURM_JOB_ID}"
     CPU_ONLY="${CPU_ONLY:-0}"
+    preflight_knob
     epochs_args=()
     if [ -n "${EPOCHS:-}" ]; then
         epochs_args=(--epochs "$EPOCHS")
@@ -44,6 +51,15 @@ slurm_job_setup() {
     fi
     # split on whitespace only: quotes, globs and $(...) in TRAIN_ARGS stay literal text
     read -r -a extra_args <<<"${TRAIN_ARGS:-}"
+    train_args=(
+        --config "$CONFIG"
+        "${epochs_args[@]}"
+        "${device_args[@]}"
+        --results-dir "$RESULTS_DIR"
+        --run-id "$RUN_ID"
+        --resume auto
+        "${extra_args[@]}"
+    )
 }
 
 # The resolved settings, first in the job log; extra "name value" lines come as arguments.
@@ -61,6 +77,7 @@ print_header() {
         config "$CONFIG" \
         epochs "${EPOCHS:-preset}" \
         "extra args" "${extra_args[*]:-none}" \
+        preflight "$(if [ "$PREFLIGHT" = 1 ]; then echo "the doctor first"; else echo off; fi)" \
         "run directory" "$RESULTS_DIR/$RUN_ID (resumed if it holds a checkpoint)"
 }
 

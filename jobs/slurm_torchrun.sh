@@ -7,7 +7,8 @@
 #   sbatch jobs/slurm_torchrun.sh
 #   sbatch --nodes=1 --gpus-per-node=0 --cpus-per-task=2 \
 #          --export=ALL,CPU_ONLY=1,NPROC_PER_NODE=2,EPOCHS=1 jobs/slurm_torchrun.sh
-# Knobs: CONFIG, EPOCHS, TRAIN_ARGS, RESULTS_DIR, RUN_ID, CPU_ONLY as in jobs/slurm.sh, and
+# Knobs: CONFIG, EPOCHS, TRAIN_ARGS, RESULTS_DIR, RUN_ID, CPU_ONLY, MAX_RESTARTS, PREFLIGHT
+# as in jobs/slurm.sh (PREFLIGHT=1 runs the doctor with the same srun + torchrun line), and
 #   NPROC_PER_NODE  workers per node      (default: the GPUs Slurm gave the node; 1 without)
 #   RDZV_PORT       rendezvous port       (default: 20000 + job id % 12768)
 #
@@ -61,21 +62,19 @@ print_header "mnist_hpc on Slurm (torchrun)" \
     workers "$((SLURM_JOB_NUM_NODES * NPROC_PER_NODE)) ($NPROC_PER_NODE per node)" \
     rendezvous "$RDZV_HOST:$RDZV_PORT (c10d)"
 
-run_step srun \
-    --kill-on-bad-exit=1 \
-    --ntasks-per-node=1 \
-    --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
-    torchrun \
-    --nnodes="$SLURM_JOB_NUM_NODES" \
-    --nproc-per-node="$NPROC_PER_NODE" \
-    --rdzv-backend=c10d \
-    --rdzv-endpoint="$RDZV_HOST:$RDZV_PORT" \
-    --rdzv-id="$SLURM_JOB_ID" \
-    --module mnist_hpc.train \
-    --config "$CONFIG" \
-    "${epochs_args[@]}" \
-    "${device_args[@]}" \
-    --results-dir "$RESULTS_DIR" \
-    --run-id "$RUN_ID" \
-    --resume auto \
-    "${extra_args[@]}"
+launch=(
+    srun
+    --kill-on-bad-exit=1
+    --ntasks-per-node=1
+    --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}"
+    torchrun
+    --nnodes="$SLURM_JOB_NUM_NODES"
+    --nproc-per-node="$NPROC_PER_NODE"
+    --rdzv-backend=c10d
+    --rdzv-endpoint="$RDZV_HOST:$RDZV_PORT"
+    --rdzv-id="$SLURM_JOB_ID"
+    --module
+)
+preflight "${launch[@]}" mnist_hpc.doctor "${train_args[@]}" \
+    --out "$RESULTS_DIR/doctor-$RUN_ID.json"
+run_step "${launch[@]}" mnist_hpc.train "${train_args[@]}"

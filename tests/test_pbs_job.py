@@ -166,3 +166,33 @@ def test_pbs_job_trains_with_two_ranks(tmp_path):
     assert metrics["world"]["world_size"] == 2
     assert metrics["world"]["job_id"] in (JOBID, "12345")
     assert np.load(run_dir / "history.npy").shape == (1, 4)
+
+
+def test_a_bad_preflight_value_fails_before_launch(tmp_path):
+    wrapper, log = make_wrapper(tmp_path, dry=True)
+    result = run_pbs(pbs_env(tmp_path, wrapper, ["node0"], PREFLIGHT="yes"), tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "PREFLIGHT=yes: use 1" in result.stderr, result.stderr
+    assert not log.exists(), "mpiexec ran although PREFLIGHT was bad"
+
+
+@pytest.mark.e2e
+def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
+    """PREFLIGHT=1: the doctor runs under the job's own mpiexec line (through the affinity
+    script) and, finding no data, ends the job; the trainer never starts."""
+    wrapper, log = make_wrapper(tmp_path, dry=False)
+    results = tmp_path / "results"
+    env = pbs_env(tmp_path, wrapper, [socket.gethostname()], NGPUS_PER_NODE="2",
+                  RESULTS_DIR=str(results), PREFLIGHT="1",
+                  TRAIN_ARGS=f"--device cpu --data-dir {tmp_path / 'no-data'} --quick")
+    result = run_pbs(env, tmp_path, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    argv = json.loads(log.read_text())  # the last launch: the doctor's
+    assert argv[:8] == ["-n", "2", "--ppn", "2", "--depth", "8", "--cpu-bind", "depth"]
+    assert argv[10:14] == ["jobs/set_affinity_gpu_polaris.sh", "python", "-m",
+                           "mnist_hpc.doctor"]
+    assert "FAIL data: ranks 0-1: data directory" in output, output
+    assert "preflight failed with exit code 1: not training" in output, output
+    assert (results / "doctor-pbs-12345.json").exists()
+    assert not (results / "pbs-12345").exists()

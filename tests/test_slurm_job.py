@@ -32,8 +32,9 @@ LAUNCHER = {"slurm.sh": "slurm", "slurm_torchrun.sh": "torchrun"}
 
 
 def submit(cluster: SlurmCluster, tmp_path: Path, script: str, epochs: int,
-           train_args: str) -> str:
-    """sbatch a template as its header shows, CPU only, results under tmp_path/results."""
+           train_args: str, exports: str = "") -> str:
+    """sbatch a template as its header shows, CPU only, results under tmp_path/results;
+    ``exports``: more knobs, ",NAME=value..."."""
     return cluster.sbatch(
         "--nodes=1",
         *SIZING[script],
@@ -41,7 +42,7 @@ def submit(cluster: SlurmCluster, tmp_path: Path, script: str, epochs: int,
         f"--chdir={REPO}",
         f"--output={tmp_path}/slurm-%j.out",
         f"--export=ALL,CPU_ONLY=1,NPROC_PER_NODE=2,CONFIG=default,EPOCHS={epochs},"
-        f"TRAIN_ARGS={train_args},RESULTS_DIR={tmp_path / 'results'}",
+        f"TRAIN_ARGS={train_args},RESULTS_DIR={tmp_path / 'results'}{exports}",
         str(REPO / "jobs" / script),
     )
 
@@ -111,6 +112,35 @@ def test_job_trains_with_two_workers(slurm_cluster, tmp_path, script):
     assert metrics["world"]["job_id"] == job
     assert metrics["world"]["launcher"] == LAUNCHER[script]
     assert np.load(run_dir / "history.npy").shape == (1, 4)
+
+
+@pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
+def test_preflight_runs_the_doctor_then_trains(slurm_cluster, tmp_path, script):
+    job = submit(slurm_cluster, tmp_path, script, 1, "--limit 512 --timeout 60",
+                 ",PREFLIGHT=1")
+    info = slurm_cluster.wait_finished(job, timeout=300)
+    log = job_log(tmp_path, job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
+    # the doctor ran first, under the step's own launcher, and passed
+    assert log.index("=== preflight") < log.index("Doctor OK") < log.index("Run directory:"), log
+    doctor = json.loads((tmp_path / "results" / f"doctor-slurm-{job}.json").read_text())
+    assert doctor["status"] == "ok", doctor["findings"]
+    assert doctor["world"]["world_size"] == 2 and doctor["world"]["job_id"] == job
+    assert {r["launcher"] for r in doctor["ranks"]} == {LAUNCHER[script]}
+    assert doctor["allreduce"]["bus_bandwidth_gbs"] > 0
+    assert read_metrics(tmp_path / "results" / f"slurm-{job}")["status"] == "completed"
+
+
+def test_a_failed_preflight_stops_the_job_before_training(slurm_cluster, tmp_path):
+    missing = tmp_path / "no-data"
+    job = submit(slurm_cluster, tmp_path, "slurm.sh", 1, f"--limit 512 --data-dir {missing}",
+                 ",PREFLIGHT=1")
+    info = slurm_cluster.wait_finished(job, timeout=300)
+    log = job_log(tmp_path, job)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "1:0"), log
+    assert "FAIL data: ranks 0-1: data directory" in log, log
+    assert "preflight failed with exit code 1: not training" in log, log
+    assert "Run directory:" not in log and not (tmp_path / "results" / f"slurm-{job}").exists()
 
 
 @pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
