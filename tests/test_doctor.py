@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, clean_env
 from launchers import PYTHON, launch, launcher
 from mnist_hpc.doctor import allreduce, checks, probe
+from mnist_hpc.scaling import perfmodel
 from mnist_hpc.doctor.cli import QUICK_MAX_BYTES
 
 # --- verdicts on described allocations ----------------------------------------------------
@@ -160,6 +161,9 @@ def test_two_healthy_ranks(kind, name, tmp_path):
     assert summary["latency_us"] == bench["sizes"][0]["latency_us"]
     assert summary["hop_latency_us"] == pytest.approx(summary["latency_us"] / 2)
     assert summary["bus_bandwidth_gbs"] == bench["sizes"][-1]["busbw_gbs"]
+    # the scaling model reads these two figures back (scaling model --from doctor.json)
+    assert perfmodel.network_from_doctor(str(tmp_path / "doctor.json")) == (
+        summary["bus_bandwidth_gbs"], summary["hop_latency_us"])
     assert "Doctor OK" in result.output and "busbw GB/s" in result.output
     # the doctor's own work, start-up excluded (measured here: README "Preflight")
     assert report["elapsed_s"] < 10, report["elapsed_s"]

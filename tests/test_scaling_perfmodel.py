@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mnist_hpc.scaling import perfmodel
@@ -49,3 +51,33 @@ def test_model_refuses_bad_numbers(capsys, args, message):
 def test_model_refuses_a_compute_time_that_is_not_positive(capsys, value):
     code, _, err = cli(capsys, "model", "--compute-ms", value)
     assert code == 2 and f"argument --compute-ms: '{value}' is not a number > 0" in err
+
+
+def test_model_takes_the_network_from_a_doctor_report(capsys, tmp_path):
+    report = tmp_path / "doctor.json"
+    report.write_text(json.dumps({"allreduce": {"bus_bandwidth_gbs": 2.5,
+                                                "hop_latency_us": 40.0}}))
+    code, out, err = cli(capsys, "model", "--compute-ms", "20", "--from", str(report),
+                         "--ranks", "1,2")
+    assert code == 0, err
+    assert "Network: 2.5 GB/s per link, 40 µs per hop" in out
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read a doctor.json"),
+    ("not json", "cannot read a doctor.json"),
+    ('{"allreduce": null}', "no all-reduce measurement in it"),
+    ('{"allreduce": {"bus_bandwidth_gbs": 0, "hop_latency_us": 5}}', "bandwidth must be > 0"),
+])
+def test_model_refuses_an_unusable_doctor_report(capsys, tmp_path, content, message):
+    report = tmp_path / "doctor.json"
+    if content is not None:
+        report.write_text(content)
+    code, out, err = cli(capsys, "model", "--compute-ms", "20", "--from", str(report))
+    assert code == 2 and out == "" and message in err and len(err.splitlines()) == 1, err
+
+
+def test_model_takes_one_network_source(capsys, tmp_path):
+    code, _, err = cli(capsys, "model", "--compute-ms", "20", "--network", "25,10",
+                       "--from", str(tmp_path / "doctor.json"))
+    assert code == 2 and "give --network or --from, not both" in err

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from ..errors import EXIT_OK, EXIT_USAGE, UsageError
 from ..files import UsageParser
 from .local import cmd_local
-from .perfmodel import cmd_model
+from .perfmodel import DEFAULT_NETWORK, cmd_model
 from .report import cmd_report
 from .schedulers import SCHEDULERS
 from .submit import cmd_submit
@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_number(int, 1), default=512,
                    help="global batch (strong) or per-rank batch (weak)")
     p.add_argument("--mode", choices=MODES, default="strong")
-    p.add_argument("--network", default="25,10", help="GB_PER_S,LATENCY_US")
+    p.add_argument("--network", help=f"GB_PER_S,LATENCY_US (default: {DEFAULT_NETWORK})")
+    p.add_argument("--from", dest="from_doctor", metavar="DOCTOR_JSON",
+                   help="the network as python -m mnist_hpc.doctor measured it (its doctor.json)")
     p.add_argument("--params", type=_number(int, 1), default=1_199_882,
                    help="parameters all-reduced")
     p.add_argument("--ranks", default="1,2,4,8,16,32,64,128,256,512,1024")

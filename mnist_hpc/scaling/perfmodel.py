@@ -5,13 +5,16 @@ to show where scaling must flatten for a given network (see mnist_hpc/sweeps/REA
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 from typing import Iterable
 
 from ..errors import EXIT_OK, UsageError
 from .sweep import int_list
 from .tables import batch_text, fmt, md_table
 
+DEFAULT_NETWORK = "25,10"  # Slingshot-class: 25 GB/s per link, 10 µs per hop
 GRADIENT_BYTES_PER_PARAM = 4  # DDP all-reduces fp32 gradients (bf16 autocast keeps fp32 params)
 
 
@@ -63,6 +66,21 @@ def parse_network(text: str, option: str) -> tuple[float, float]:
     return bandwidth, latency
 
 
+def network_from_doctor(path: str) -> tuple[float, float]:
+    """GB_PER_S,LATENCY_US as the doctor measured them on the allocation (doctor.json's
+    ``allreduce``: the largest message's bus bandwidth, the smallest's per-hop latency)."""
+    try:
+        measured = json.loads(Path(path).read_text()).get("allreduce")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UsageError(f"--from {path}: cannot read a doctor.json ({exc}); give the file "
+                         f"python -m mnist_hpc.doctor --out wrote")
+    if not isinstance(measured, dict):
+        raise UsageError(f"--from {path}: no all-reduce measurement in it (a one-process "
+                         f"doctor run measures none); run the doctor with 2 or more ranks")
+    text = f"{measured.get('bus_bandwidth_gbs')},{measured.get('hop_latency_us')}"
+    return parse_network(text, f"--from {path}")
+
+
 def model_ranks(measured: list[int]) -> list[int]:
     """The measured points, then doublings up to 1024 ranks, to show where scaling flattens."""
     top = max(measured)
@@ -85,7 +103,12 @@ def model_markdown(rows: list[dict], bandwidth: float, latency: float, nbytes: f
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    bandwidth, latency = parse_network(args.network, "--network")
+    if args.from_doctor and args.network:
+        raise UsageError("give --network or --from, not both")
+    if args.from_doctor:
+        bandwidth, latency = network_from_doctor(args.from_doctor)
+    else:
+        bandwidth, latency = parse_network(args.network or DEFAULT_NETWORK, "--network")
     try:
         numbers = [int(x) for x in args.ranks.split(",")]
     except ValueError:
