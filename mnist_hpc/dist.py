@@ -9,13 +9,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .errors import UsageError
 from .launcher import DistEnv, cpu_threads, detect, rendezvous
+
+T = TypeVar("T")
 
 
 def pick_device(requested: str, env: DistEnv,
@@ -56,10 +58,13 @@ def pick_backend(requested: str, device: torch.device) -> str:
 
 @contextmanager
 def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0,
-            environ: Optional[Mapping[str, str]] = None) -> Iterator[DistEnv]:
-    """Detect, bind the device, start the process group with a timeout; always tear it down."""
+            environ: Optional[Mapping[str, str]] = None,
+            job: Optional[DistEnv] = None) -> Iterator[DistEnv]:
+    """Detect, bind the device, start the process group with a timeout; always tear it down.
+    ``job``: this process's place as ``launcher.rendezvous`` found it already (the trainer
+    finds it before torch loads); found here when not given."""
     environ = os.environ if environ is None else environ
-    env = rendezvous(detect(environ), environ)
+    env = job if job is not None else rendezvous(detect(environ), environ)
     torch_device = pick_device(device, env, environ)
     env = replace(env, device=str(torch_device))
     if env.distributed:
@@ -110,6 +115,20 @@ def broadcast_object(obj: Any, env: DistEnv) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def agree(env: DistEnv, action: Callable[[], T]) -> T:
+    """Run ``action`` on every rank; if it raised UsageError anywhere, raise the first such
+    message on every rank, so all exit 2 together and rank 0 prints it once."""
+    error, value = None, None
+    try:
+        value = action()
+    except UsageError as exc:
+        error = str(exc) if env.rank == 0 else f"rank {env.rank}: {exc}"
+    errors = [e for e in all_gather_objects(error, env) if e is not None]
+    if errors:
+        raise UsageError(errors[0])
+    return value
 
 
 def any_rank(flag: bool, env: DistEnv) -> bool:

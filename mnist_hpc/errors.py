@@ -19,3 +19,9 @@ class UsageError(Exception):
 
 class Preempted(Exception):
     """Training stopped at a step boundary on request; a checkpoint was written."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line.rstrip('.')}"

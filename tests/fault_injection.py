@@ -1,10 +1,14 @@
-"""Faults for the reliability tests: a trainer that fails on one rank, and a lost node.
+"""Faults for the failure tests: a trainer that fails on one rank, and a lost node.
 
 As a script, ``python tests/fault_injection.py [trainer args]`` (under any launcher) runs the
-real trainer with one change: on rank ``FAULT_RANK`` (default 1), just before optimizer step
-``FAULT_STEP`` (default 2, counted from 0) of the first epoch it trains, the batch iterator
-raises ``FAULT_ERROR``: ``oom`` (the ``torch.OutOfMemoryError`` a CUDA allocation gives, the
-default) or ``runtime`` (a plain ``RuntimeError``). Every other rank is untouched.
+real trainer with one change: on rank ``FAULT_RANK`` (default 1), once it has taken
+``FAULT_STEP`` optimizer steps (default 2) of the first epoch it trains, it fails as ``FAULT``
+says. Every other rank is untouched.
+
+  oom      raises the ``torch.OutOfMemoryError`` a CUDA allocation gives (the default)
+  runtime  raises a plain ``RuntimeError``
+  kill     dies by a real SIGKILL: the kernel ends the process, no Python cleanup runs, its
+           sockets close (it says so on stderr first, with its pid)
 
 As a module it offers the process-tree helpers that a "lost node" test needs without psutil:
 the descendants of a process read from /proc, and a check that none of them survived.
@@ -24,16 +28,24 @@ MESSAGES = {
 }
 
 
+def _kill_self(rank: int, step: int) -> None:
+    print(f"tests/fault_injection.py: rank {rank} (pid {os.getpid()}) sends itself SIGKILL at "
+          f"step {step}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _install_fault() -> None:
     import torch
     import torch.distributed
 
     from mnist_hpc import engine
 
-    kind = os.environ.get("FAULT_ERROR", "oom")
+    kind = os.environ.get("FAULT", "oom")
+    errors = {"oom": torch.OutOfMemoryError, "runtime": RuntimeError}
+    if kind != "kill" and kind not in errors:
+        raise SystemExit(f"FAULT={kind!r}: expected kill, oom or runtime")
     fault_rank = int(os.environ.get("FAULT_RANK", "1"))
     fault_step = int(os.environ.get("FAULT_STEP", "2"))
-    error = torch.OutOfMemoryError if kind == "oom" else RuntimeError
     original = engine.train_one_epoch
 
     def train_one_epoch(model, batches, *args, **kwargs):
@@ -42,12 +54,14 @@ def _install_fault() -> None:
         def failing():
             for step, batch in enumerate(batches):
                 if rank == fault_rank and step == fault_step:
-                    raise error(MESSAGES[kind])
+                    if kind == "kill":
+                        _kill_self(rank, step)
+                    raise errors[kind](MESSAGES[kind])
                 yield batch
 
         return original(model, failing(), *args, **kwargs)
 
-    # train.py calls engine.train_one_epoch through the module, so this is what it runs
+    # the trainer calls engine.train_one_epoch through the module, so this is what it runs
     engine.train_one_epoch = train_one_epoch
 
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import REPO, clean_env, only_run_dir, read_metrics
+from fault_injection import MESSAGES
 from launchers import LIMIT, PYTHON, launch, launcher, trained
 
 pytestmark = pytest.mark.e2e
@@ -141,7 +142,7 @@ TIMEOUT = 60  # the collective timeout given to the trainer: failures must not w
 
 
 def run_with_fault(kind: str, fault: str, tmp_path):
-    command = launcher(kind) + [str(REPO / "tests" / "faulty_train.py"), *FAULT_ARGS,
+    command = launcher(kind) + [str(REPO / "tests" / "fault_injection.py"), *FAULT_ARGS,
                                 "--timeout", str(TIMEOUT), "--results-dir", str(tmp_path)]
     env = clean_env(FAULT=fault, FAULT_RANK="1", FAULT_STEP="3")
     result = launch(command, env=env, timeout=TIMEOUT + 60)
@@ -179,8 +180,8 @@ def test_a_killed_rank_ends_the_job_and_is_named(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
 def test_a_rank_that_raises_fails_every_rank(kind, tmp_path):
-    result, metrics = run_with_fault(kind, "raise", tmp_path)
-    assert re.search(r"error: rank 1 failed: RuntimeError: CUDA out of memory", result.output), (
+    result, metrics = run_with_fault(kind, "runtime", tmp_path)
+    assert f"error: rank 1 failed: RuntimeError: {MESSAGES['runtime']}" in result.output, (
         str(result))
     assert "error: rank 0 failed:" in result.output, str(result)  # its peer vanished
     assert metrics["status"] == "failed", str(result)

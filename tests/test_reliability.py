@@ -356,7 +356,7 @@ def test_rank_that_raises_under_torchrun_is_named_once(tmp_path):
     result = subprocess.run(
         TORCHRUN + [FAULT_SCRIPT, *ARGS, "--results-dir", str(results), "--run-id", "oom",
                     "--timeout", str(timeout)],
-        cwd=REPO, env=clean_env(FAULT_RANK="1", FAULT_STEP="2", FAULT_ERROR="oom"),
+        cwd=REPO, env=clean_env(FAULT_RANK="1", FAULT_STEP="2", FAULT="oom"),
         capture_output=True, text=True, timeout=timeout + 120)
     elapsed = time.monotonic() - started
     assert result.returncode != 0

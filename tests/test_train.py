@@ -1,14 +1,79 @@
-"""End to end on one process: every file of the run directory, from any working directory."""
+"""The entry point: --help and bad input answered without torch; end to end on one process,
+every file of the run directory, from any working directory."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import only_run_dir, read_metrics, run_trainer
+from conftest import clean_env, only_run_dir, read_metrics, run_trainer
+
+
+def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.CompletedProcess,
+                                                                      set[str]]:
+    """``python -X importtime -m mnist_hpc.train ARGS``: its result and every module it
+    imported (importtime lists each on stderr, indented by nesting)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_hpc.train", *args,
+                             "--results-dir", str(tmp_path / "results")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env=clean_env(**env))
+    modules = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+               if line.startswith("import time:") and "|" in line}
+    assert "mnist_hpc.train" in modules or "mnist_hpc.config" in modules, result.stderr[-2000:]
+    return result, modules
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_help_does_not_import_torch(tmp_path):
+    result, modules = imported_modules(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage: python -m mnist_hpc.train" in result.stdout and "--lr LR" in result.stdout
+    assert "torch" not in modules, sorted(m for m in modules if m.startswith("torch"))
+
+
+BAD_INPUT = {
+    "negative lr": (["--lr", "-1"], {}, r"^error: lr must be > 0, got -1.0$"),
+    "unknown flag": (["--no-such-flag"], {}, r"^error: unrecognized arguments: --no-such-flag"),
+    "bad YAML": (["--config", "{tmp}/bad.yaml"], {}, r"^error: YAML syntax error in .*bad.yaml"),
+    "torchrun without a local rank": ([], {"RANK": "0", "WORLD_SIZE": "2"},
+                          r"^error: torchrun gives rank 0 of 2 but no local rank"),
+    "no rendezvous address": ([], {"SLURM_STEP_ID": "0", "SLURM_PROCID": "0",
+                                   "SLURM_NTASKS": "2", "SLURM_LOCALID": "0"},
+                              r"^error: slurm started 2 ranks but gave no rendezvous address"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_exits_2_without_importing_torch(case, tmp_path):
+    args, env, pattern = BAD_INPUT[case]
+    (tmp_path / "bad.yaml").write_text("lr: [0.1\n")
+    result, modules = imported_modules([a.format(tmp=tmp_path) for a in args], tmp_path, **env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result.stderr)
+    assert re.search(pattern, line), line
+    assert "torch" not in modules, sorted(m for m in modules if m.startswith("torch"))
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_error_found_only_with_torch_is_still_one_line(tmp_path):
+    """The check above can fail: an input that needs torch to be judged (no CUDA device on
+    this machine, or none used by it) does import it, and still exits 2 with one line."""
+    result, modules = imported_modules(["--device", "cuda", "--limit", "64"], tmp_path,
+                                       CUDA_VISIBLE_DEVICES="")
+    assert "torch" in modules
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [
+        "error: --device cuda but no CUDA device is visible; use --device cpu or check "
+        "CUDA_VISIBLE_DEVICES"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,128 @@
+"""One training run's state and its side effects: the console lines, ``metrics.json``, the
+history and plots, checkpoints, and the ranks' shared decision to stop.
+
+Only rank 0 prints and writes; every collective here runs on every rank.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint, data, dist, engine, files, results
+from .config import RunConfig
+from .errors import Preempted
+from .launcher import DistEnv
+from .metrics import FILENAME
+from .recipe import Recipe
+from .stop import StopRequest
+
+
+def log(env: DistEnv, message: str) -> None:
+    if env.is_main:
+        print(message, flush=True)
+
+
+def progress_printer(env: DistEnv, epoch: int, total: int) -> Callable[[int], None]:
+    """A progress bar within the epoch, only on a terminal: batch logs stay clean."""
+    if not (env.is_main and sys.stdout.isatty()):
+        return lambda step: None
+
+    def show(step: int) -> None:
+        done = int(30 * step / total)
+        end = "\n" if step == total else ""
+        print(f"\rEpoch {epoch} [{'#' * done}{'.' * (30 - done)}] {step}/{total}",
+              end=end, flush=True)
+
+    return show
+
+
+@dataclass
+class Run:
+    """What one training run carries from epoch to epoch (rank 0 also owns the run directory)."""
+
+    config: RunConfig
+    env: DistEnv
+    device: torch.device
+    splits: data.MNISTSplits  # on the device
+    recipe: Recipe
+    model: nn.Module  # recipe.model, wrapped in DDP when there are several ranks
+    comm_timer: Optional[engine.CommTimer]  # gloo's all-reduce time, for metrics
+    global_batch: int
+    steps_per_epoch: int
+    run_dir: Path
+    started: float  # perf_counter at the start, for the wall time
+    data_load_s: float
+    metrics: dict = field(default_factory=dict)  # what metrics.json holds
+    history: list = field(default_factory=list)
+    start_epoch: int = 0
+    start_step: int = 0  # where the next epoch starts: not 0 only when resuming mid-epoch
+
+    def write_metrics(self, status: str) -> None:
+        if self.env.is_main:
+            self.metrics["status"] = status
+            files.write_json(self.run_dir / FILENAME, self.metrics)
+
+    def write_history(self) -> None:
+        if self.env.is_main and self.history:
+            array = np.array(self.history, dtype=np.float64)
+            results.write_history(self.run_dir, array)
+            results.write_plots(self.run_dir, array)
+
+    def resume(self, state: dict) -> None:
+        """Continue from a checkpoint: weights, optimizer, scheduler, RNG, position, records."""
+        config, env = self.config, self.env
+        warnings = checkpoint.check_compatible(state, config.recipe_hash(), config.model,
+                                               env.world_size, config.resume_force)
+        checkpoint.restore(state, self.recipe.raw_model, self.recipe.optimizer,
+                           self.recipe.scheduler, env.rank, env.world_size, self.device)
+        self.start_epoch, self.start_step = state["epoch"], state["step"]
+        self.history = [list(row) for row in state["history"]]
+        self.metrics["epochs"] = list(state["epoch_records"])
+        self.metrics["resumed_from"] = list(state.get("resumed_from", [])) + [
+            {"epoch": self.start_epoch, "step": self.start_step, "warnings": warnings}]
+        log(env, f"Resuming {self.run_dir} at epoch {self.start_epoch}, step {self.start_step}"
+                 + (f" (forced: {'; '.join(warnings)})" if warnings else ""))
+
+    def save_checkpoint(self, epoch: int, step: int) -> None:
+        """Where the run goes on (``epoch``, ``step``); every rank's RNG, rank 0 writes."""
+        rngs = dist.all_gather_objects(checkpoint.rng_state(self.device), self.env)
+        if self.env.is_main:
+            scheduler = self.recipe.scheduler
+            checkpoint.save(self.run_dir, {
+                "config": self.config.to_dict(), "recipe_hash": self.config.recipe_hash(),
+                "model": self.recipe.raw_model.state_dict(),
+                "optimizer": self.recipe.optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "epoch": epoch, "step": step, "history": self.history,
+                "epoch_records": self.metrics["epochs"], "rng": rngs,
+                "world_size": self.env.world_size,
+                "resumed_from": self.metrics["resumed_from"]})
+
+    def should_stop(self, stop: StopRequest, step: int) -> bool:
+        """Asked after each step (``step`` counted from the epoch's start): do all ranks stop?"""
+        stop.step_done()
+        # under DDP the check is a collective, so only every few steps; always at the epoch's
+        # last step too, or an epoch shorter than stop_check_every would never stop
+        if (self.env.distributed and step % self.config.stop_check_every
+                and step != self.steps_per_epoch):
+            return False
+        return dist.any_rank(stop.wanted(watches_clock=self.env.is_main), self.env)
+
+    def stop_early(self, stop: StopRequest, epoch: int, step: int, where: str) -> None:
+        """Checkpoint at (``epoch``, ``step``) and end the run with exit 75."""
+        self.save_checkpoint(epoch, step)
+        log(self.env, f"Stopping early ({stop.reason()}) {where}; checkpoint written. Resume "
+                      f"with --resume {self.run_dir}")
+        raise Preempted(stop.reason())
+
+    def evaluate(self, split: data.Split) -> engine.EvalResult:
+        shard = data.shard_range(len(split), self.env.rank, self.env.world_size)
+        return engine.evaluate(self.recipe.raw_model, split, shard, self.env,
+                               self.recipe.precision, self.config.eval_batch_for(self.device.type))

@@ -1,0 +1,230 @@
+"""Training, the torch side of ``python -m mnist_hpc.train``: set up, loop over the epochs,
+finish; what a run carries between them is a ``run.Run``.
+
+Wires data -> recipe -> engine -> results. Every collective runs on every rank. ``train.main``
+imports this module only once the config and the launcher's environment are known good.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint, data, dist, engine, files, results
+from .config import RunConfig, to_yaml
+from .errors import EXIT_OK, Preempted, describe
+from .launcher import DistEnv
+from .metrics import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
+from .models import count_parameters
+from .recipe import build as build_recipe
+from .run import Run, log, progress_printer
+from .stop import StopRequest
+
+
+# --- set up ---------------------------------------------------------------------------------
+
+def load_data(config: RunConfig, env: DistEnv, device: torch.device,
+              global_batch: int) -> data.MNISTSplits:
+    """Every split, on the device; refused on every rank if the ranks cannot share it."""
+    splits = dist.agree(env, lambda: data.load_splits(config.data_dir, config.split_seed,
+                                                      config.limit, config.download))
+    dist.agree(env, lambda: data.check_shardable(splits, global_batch, env.world_size))
+    return dataclasses.replace(splits, train=splits.train.to(device),
+                               val=splits.val.to(device), test=splits.test.to(device))
+
+
+def open_run_dir(config: RunConfig) -> tuple[str, Optional[dict]]:
+    """Rank 0's part: create (or reopen, to resume) the run directory, read the checkpoint."""
+    resume_dir = (checkpoint.resolve(config.resume, config.results_dir, config.run_id)
+                  if config.resume else None)
+    if resume_dir is None:
+        return str(results.create_run_dir(config.results_dir, config.run_id,
+                                          reuse=config.resume == "auto")), None
+    return str(resume_dir), checkpoint.load(resume_dir / results.CHECKPOINT)
+
+
+def prepare_run_dir(config: RunConfig, env: DistEnv) -> tuple[Path, Optional[dict]]:
+    """The run directory and the checkpoint to resume from, if any: rank 0 finds both and
+    every rank receives them, so no rank needs the shared filesystem to resume."""
+    found = dist.agree(env, lambda: open_run_dir(config) if env.is_main else ("", None))
+    run_dir, state = dist.broadcast_object(found, env)
+    return Path(run_dir), state
+
+
+def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
+                 device: torch.device) -> tuple[nn.Module, Optional[engine.CommTimer]]:
+    """DDP around the model when there are several ranks; on gloo, with timed all-reduces."""
+    if not env.distributed:
+        return model, None
+    model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                bucket_cap_mb=config.bucket_cap_mb, gradient_as_bucket_view=True,
+                static_graph=config.static_graph)
+    if env.backend != "gloo":
+        return model, None
+    comm_timer = engine.CommTimer()
+    model.register_comm_hook(comm_timer, engine.timed_allreduce_hook)
+    return model, comm_timer
+
+
+def first_metrics(run: Run, hostnames: list[str]) -> dict:
+    """metrics.json as the run starts (see mnist_hpc.metrics for the layout)."""
+    config, env, device = run.config, run.env, run.device
+    return {
+        "schema": SCHEMA, "run_id": run.run_dir.name, "status": RUNNING,
+        "config": config.to_dict(),
+        "model": {"name": config.model, "parameters": count_parameters(run.recipe.raw_model)},
+        "world": {"world_size": env.world_size, "nodes": len(set(hostnames)),
+                  "local_world_size": env.local_world_size, "launcher": env.launcher,
+                  "backend": env.backend, "device": str(device),
+                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                  else None, "cpu_threads": torch.get_num_threads(),
+                  "hostnames": hostnames, "job_id": env.job_id,
+                  "master_addr": env.master_addr},
+        "batch": {"global": run.global_batch, "per_rank": run.global_batch / env.world_size,
+                  "mode": config.batch_mode, "steps_per_epoch": run.steps_per_epoch,
+                  "lr": run.recipe.lr, "precision": "bf16" if run.recipe.precision.dtype
+                  else "fp32"},
+        "samples": {}, "epochs": [], "final": {}, "resumed_from": [],
+        "versions": results.versions() if env.is_main else {},
+    }
+
+
+def start_run(config: RunConfig, env: DistEnv) -> Run:
+    """Data, run directory, model and optimizer (restored when resuming), first records."""
+    started = time.perf_counter()
+    device = torch.device(env.device)
+    global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank"
+                                        else 1)
+    splits = load_data(config, env, device, global_batch)
+    data_load_s = time.perf_counter() - started
+    run_dir, state = prepare_run_dir(config, env)
+    log(env, f"Run directory: {run_dir}")
+    hostnames = dist.all_gather_objects(socket.gethostname(), env)
+    steps = data.steps_per_epoch(len(splits.train), global_batch, env.world_size)
+    recipe = build_recipe(config, device, steps, env.rank, env.world_size)
+    model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
+    run = Run(config, env, device, splits, recipe, model, comm_timer, global_batch, steps,
+              run_dir, started, data_load_s)
+    run.metrics = first_metrics(run, hostnames)
+    if state is not None:
+        run.resume(state)
+    if env.is_main:
+        files.atomic_write(run_dir / "config.yaml", to_yaml(config))
+    run.write_metrics(RUNNING)
+    log(env, f"{config.model}: {count_parameters(recipe.raw_model):,} parameters, world size "
+             f"{env.world_size} ({env.launcher}, {env.backend or 'no process group'}, {device}), "
+             f"global batch {global_batch}, {steps} steps/epoch")
+    return run
+
+
+# --- one epoch ------------------------------------------------------------------------------
+
+def train_epoch(run: Run, epoch: int, stop: StopRequest) -> tuple[engine.EpochResult, float]:
+    """This rank's steps of ``epoch`` from ``run.start_step``, and the seconds they took."""
+    config, env, recipe, first = run.config, run.env, run.recipe, run.start_step
+    steps = data.train_steps(len(run.splits.train), run.global_batch, env.rank, env.world_size,
+                             config.seed, epoch, config.shuffle)[first:]
+    if config.loader == "torchvision":
+        loader = data.torchvision_loader(config.data_dir, run.splits.train_indices, True,
+                                         [s.local for s in steps])
+        batches = engine.loader_batches(loader, [s.global_size for s in steps], run.device,
+                                        recipe.precision)
+    else:
+        batches = engine.device_batches(run.splits.train,
+                                        [(s.local, s.global_size) for s in steps],
+                                        recipe.precision)
+    if run.comm_timer is not None:
+        run.comm_timer.take_seconds()  # forget the evaluation's all-reduces
+    stop.start_clock()
+    engine.synchronize(run.device)
+    started = time.perf_counter()
+    # through the module, so that the tests' fault injection can replace it
+    result = engine.train_one_epoch(
+        run.model, batches, recipe.optimizer, recipe.loss_fn, env.world_size, recipe.precision,
+        recipe.scheduler, should_stop=lambda step: run.should_stop(stop, first + step),
+        on_step=progress_printer(env, epoch, run.steps_per_epoch))
+    engine.synchronize(run.device)
+    return result, time.perf_counter() - started
+
+
+def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: float) -> None:
+    """Evaluate on the train and validation splits; history, metrics.json, plots, one line."""
+    started = time.perf_counter()
+    train_eval, val_eval = run.evaluate(run.splits.train), run.evaluate(run.splits.val)
+    engine.synchronize(run.device)
+    eval_s = time.perf_counter() - started
+    run.history.append([train_eval.accuracy, train_eval.loss, val_eval.accuracy, val_eval.loss])
+    run.metrics["samples"].update(train=train_eval.count, val=val_eval.count)
+    run.metrics["epochs"].append({
+        "epoch": epoch, "train_s": train_s, "eval_s": eval_s, "train_samples": result.samples,
+        "train_samples_per_s": result.samples / train_s,
+        "comm_s": run.comm_timer.take_seconds() if run.comm_timer is not None else None,
+        "train_acc": train_eval.accuracy, "train_loss": train_eval.loss,
+        "val_acc": val_eval.accuracy, "val_loss": val_eval.loss})
+    log(run.env, f"Epoch {epoch}: val. loss: {val_eval.loss:.4f}, val. accuracy: "
+                 f"{val_eval.accuracy:.4f} (train {train_s:.1f} s, "
+                 f"{result.samples / train_s:,.0f} samples/s, eval {eval_s:.1f} s)")
+    run.write_history()
+    run.write_metrics(RUNNING)
+
+
+def run_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
+    """Train, evaluate and record one epoch; stop or checkpoint where asked."""
+    result, train_s = train_epoch(run, epoch, stop)
+    step = run.start_step + result.steps
+    if result.stopped and step < run.steps_per_epoch:
+        run.stop_early(stop, epoch, step, f"at epoch {epoch}, step {step}")
+    run.start_step = 0
+    record_epoch(run, epoch, result, train_s)
+    last_epoch = epoch + 1 == run.config.epochs
+    if result.stopped and not last_epoch:  # stopped on the epoch's last step
+        run.stop_early(stop, epoch + 1, 0, f"after epoch {epoch}")
+    interval = run.config.checkpoint_interval
+    if interval is not None and (epoch + 1) % interval == 0 and not last_epoch:
+        run.save_checkpoint(epoch + 1, 0)
+
+
+# --- finish ---------------------------------------------------------------------------------
+
+def finish(run: Run) -> None:
+    """The test split, evaluated once; the final figures (history and plots are written)."""
+    test_eval = run.evaluate(run.splits.test)
+    run.metrics["samples"]["test"] = test_eval.count
+    run.metrics["final"] = {
+        "test_acc": test_eval.accuracy, "test_loss": test_eval.loss,
+        "val_acc": run.history[-1][2] if run.history else None,
+        "wall_s": time.perf_counter() - run.started, "data_load_s": run.data_load_s,
+        "init_process_group_s": run.env.init_s,
+        "train_s": sum(e["train_s"] for e in run.metrics["epochs"]),
+    }
+    log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
+    run.write_metrics(COMPLETED)
+    log(run.env, f"Run directory: {run.run_dir}")
+
+
+def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
+    """Set up, loop over the epochs, finish. Returns EXIT_OK; raises Preempted when a stop
+    request ended the run (checkpoint written) and whatever else failed (recorded)."""
+    run = start_run(config, env)
+    try:
+        for epoch in range(run.start_epoch, config.epochs):
+            run_epoch(run, epoch, stop)
+        finish(run)
+        return EXIT_OK
+    except Preempted:
+        run.write_metrics(PREEMPTED)
+        # no rank leaves before rank 0 has written the checkpoint and metrics: a launcher
+        # (mpiexec, srun, torchrun) ends the other ranks as soon as one exits non-zero
+        dist.barrier(env)
+        raise
+    except BaseException as exc:
+        run.metrics["error"] = f"rank {env.rank}: {describe(exc)}"
+        run.write_metrics(FAILED)
+        raise
