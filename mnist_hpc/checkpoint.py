@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import torch
 
-from .errors import UsageError
+from . import metrics
+from .errors import RunCompleted, UsageError
 from .files import atomic_write
 from .results import CHECKPOINT, find_resumable
 
@@ -66,14 +67,20 @@ def load(path: Path) -> dict:
 def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Path]:
     """The run directory to continue, or None to start fresh (``auto`` without a checkpoint).
 
-    RUN_DIR: that directory; ``latest``: the newest checkpointed run under results_dir;
-    ``auto``: results_dir/run_id if it holds a checkpoint (how a requeued job continues).
+    RUN_DIR: that directory; ``latest``: the newest checkpointed unfinished run under
+    results_dir; ``auto``: results_dir/run_id if it holds a checkpoint (how a requeued job
+    continues). A completed run is never changed: ``auto`` of one raises RunCompleted (a
+    rerun job is a no-op, exit 0), a RUN_DIR that completed is a UsageError. Torch-free, so
+    the entry point can decide before it trains.
     """
     if resume == "auto":
         if run_id is None:
             raise UsageError("--resume auto needs --run-id (the name the job reuses when it "
                              "is requeued), e.g. --run-id slurm-$SLURM_JOB_ID")
         candidate = Path(results_dir) / run_id
+        if metrics.status(candidate) == metrics.COMPLETED:
+            raise RunCompleted(f"run {candidate} completed already; nothing to do (start a new "
+                               f"run with another --run-id)")
         return candidate if (candidate / CHECKPOINT).is_file() else None
     if resume == "latest":
         found = find_resumable(results_dir)
@@ -82,6 +89,9 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
                              f"under {results_dir}; pass --results-dir or a run directory")
         return found
     run_dir = Path(resume).expanduser().resolve()
+    if metrics.status(run_dir) == metrics.COMPLETED:
+        raise UsageError(f"run {run_dir} completed; nothing to resume; start a new run with "
+                         f"another --run-id")
     if not (run_dir / CHECKPOINT).is_file():
         raise UsageError(f"--resume {resume}: no {CHECKPOINT} in {run_dir}; give a run "
                          f"directory that holds one, or latest")
