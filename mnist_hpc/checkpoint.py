@@ -13,10 +13,9 @@ from typing import Any, Optional
 
 import torch
 
-from . import metrics
-from .errors import RunCompleted, UsageError
+from .errors import UsageError
 from .files import atomic_write
-from .results import CHECKPOINT, find_resumable
+from .results import CHECKPOINT, check_not_completed, find_resumable
 
 FORMAT = 1
 
@@ -69,18 +68,15 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
 
     RUN_DIR: that directory; ``latest``: the newest checkpointed unfinished run under
     results_dir; ``auto``: results_dir/run_id if it holds a checkpoint (how a requeued job
-    continues). A completed run is never changed: ``auto`` of one raises RunCompleted (a
-    rerun job is a no-op, exit 0), a RUN_DIR that completed is a UsageError. Torch-free, so
-    the entry point can decide before it trains.
+    continues). A completed run is never changed: resuming one is a UsageError (the entry
+    point answers ``auto`` of a completed run with ``results.completed_message``, exit 0).
     """
     if resume == "auto":
         if run_id is None:
             raise UsageError("--resume auto needs --run-id (the name the job reuses when it "
                              "is requeued), e.g. --run-id slurm-$SLURM_JOB_ID")
         candidate = Path(results_dir) / run_id
-        if metrics.status(candidate) == metrics.COMPLETED:
-            raise RunCompleted(f"run {candidate} completed already; nothing to do (start a new "
-                               f"run with another --run-id)")
+        check_not_completed(candidate)  # the entry point exits 0 before, on completed_message
         return candidate if (candidate / CHECKPOINT).is_file() else None
     if resume == "latest":
         found = find_resumable(results_dir)
@@ -89,9 +85,7 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
                              f"under {results_dir}; pass --results-dir or a run directory")
         return found
     run_dir = Path(resume).expanduser().resolve()
-    if metrics.status(run_dir) == metrics.COMPLETED:
-        raise UsageError(f"run {run_dir} completed; nothing to resume; start a new run with "
-                         f"another --run-id")
+    check_not_completed(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
         raise UsageError(f"--resume {resume}: no {CHECKPOINT} in {run_dir}; give a run "
                          f"directory that holds one, or latest")

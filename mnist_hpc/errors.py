@@ -20,7 +20,3 @@ class UsageError(Exception):
 class Preempted(Exception):
     """Training stopped at a step boundary on request; a checkpoint was written."""
 
-
-class RunCompleted(Exception):
-    """``--resume auto`` of a run that completed: nothing to do, exit 0 (a rerun job is a
-    no-op). The message says so; a completed run directory is never changed."""

@@ -60,10 +60,9 @@ def create_run_dir(results_dir: str | Path, run_id: Optional[str], reuse: bool =
         except FileExistsError:
             if run_id is None:
                 continue
-            if reuse and run_dir.is_dir() and metrics.status(run_dir) != "completed":
-                return run_dir
             if reuse and run_dir.is_dir():
-                raise UsageError(f"run {run_dir} completed already; choose another --run-id")
+                check_not_completed(run_dir)
+                return run_dir
             raise UsageError(f"run directory {run_dir} exists already; choose another "
                              f"--run-id, or continue it with --resume {run_dir}")
         except OSError as exc:
@@ -107,6 +106,25 @@ def lock_run_dir(run_dir: Path) -> IO[str]:
     for stale in Path(run_dir).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     return handle
+
+
+def check_not_completed(run_dir: Path) -> None:
+    """A completed run is never changed: resuming or reusing it is refused."""
+    if metrics.status(run_dir) == metrics.COMPLETED:
+        raise UsageError(f"run {run_dir} completed; nothing to resume; start a new run with "
+                         f"another --run-id")
+
+
+def completed_message(resume: Optional[str], results_dir: str | Path,
+                      run_id: Optional[str]) -> Optional[str]:
+    """What to print, exiting 0, when ``--resume auto`` names a run that completed: the job
+    that runs again (a requeue, a rerun script) has nothing to do. None otherwise."""
+    if resume != "auto" or run_id is None:
+        return None
+    run_dir = Path(results_dir) / run_id
+    if metrics.status(run_dir) != metrics.COMPLETED:
+        return None
+    return f"Run {run_dir} is complete; nothing to do (start a new run with another --run-id)"
 
 
 def find_resumable(results_dir: str | Path) -> Optional[Path]:
