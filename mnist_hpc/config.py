@@ -106,19 +106,19 @@ class RunConfig:
             if value is not None and value <= 0:
                 raise UsageError(f"{name} must be > 0 (or left unset), got {short(value)}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise UsageError(f"label_smoothing must be in [0, 1), got {short(self.label_smoothing)}")
+            raise UsageError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if not 0.0 < self.warmup_fraction < 1.0:
-            raise UsageError(f"warmup_fraction must be in (0, 1), got {short(self.warmup_fraction)}")
+            raise UsageError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction!r}")
         if self.weight_decay < 0:
-            raise UsageError(f"weight_decay must be >= 0, got {short(self.weight_decay)}")
+            raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.momentum < 0:
-            raise UsageError(f"momentum must be >= 0, got {short(self.momentum)}")
+            raise UsageError(f"momentum must be >= 0, got {self.momentum!r}")
         for name in ("seed", "split_seed"):  # the trainer derives per-rank and per-epoch seeds
             if not 0 <= getattr(self, name) < 2**32:
                 raise UsageError(f"{name} must be in [0, 2**32), got {short(getattr(self, name))}")
         if self.timeout > MAX_TIMEOUT:
             raise UsageError(f"timeout must be at most {MAX_TIMEOUT} seconds (a week), "
-                             f"got {short(self.timeout)}")
+                             f"got {self.timeout!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise UsageError(f"betas must be two numbers in [0, 1), got {short(list(self.betas))}")
         if self.run_id is not None:
@@ -209,7 +209,8 @@ def resolve_config_path(name_or_path: str) -> Path:
         return candidate
     preset = PRESETS_DIR / f"{name_or_path}.yaml"
     if not preset.is_file():
-        raise UsageError(f"no preset named {short(name_or_path)}; presets: {', '.join(preset_names())} "
+        raise UsageError(f"no preset named {short(name_or_path)}; "
+                         f"presets: {', '.join(preset_names())} "
                          "(or give a path to a .yaml file)")
     return preset
 

@@ -55,8 +55,11 @@ def finished_run(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run_dir(finished_run, tmp_path) -> Path:
-    """A private copy of the finished run, to resume or damage."""
-    return Path(shutil.copytree(finished_run, tmp_path / "results" / "base"))
+    """A private copy of the finished run, to resume or damage, marked as stopped after the
+    epoch its checkpoint holds (a completed run is never resumed)."""
+    copy = Path(shutil.copytree(finished_run, tmp_path / "results" / "base"))
+    files.write_json(copy / "metrics.json", {**read_metrics(copy), "status": "preempted"})
+    return copy
 
 
 # --- a checkpoint of another recipe ----------------------------------------------------------

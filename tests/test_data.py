@@ -172,7 +172,8 @@ held = []
 threading.Thread(target=lambda: [held.append(listener.accept()) for _ in iter(int, 1)],
                  daemon=True).start()
 import os
-os.environ["HTTPS_PROXY"] = os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{listener.getsockname()[1]}"
+proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+os.environ["HTTPS_PROXY"] = os.environ["HTTP_PROXY"] = proxy
 from mnist_hpc import data
 from mnist_hpc.errors import UsageError
 data.DOWNLOAD_TIMEOUT_S = 2.0

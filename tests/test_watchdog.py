@@ -66,14 +66,9 @@ def silent_port():
     listener.close()
 
 
-def start(command: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_rank_1_once_training(proc: subprocess.Popen, rank_variable: str) -> tuple[int, list]:
+def stop_rank_1_once_training(proc: subprocess.Popen, rank_variable: str) -> int:
     """Wait for training to start, SIGSTOP the rank-1 process (found by its launcher
-    variable in /proc/PID/environ); return its pid and the output so far."""
+    variable in /proc/PID/environ); return its pid."""
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -86,27 +81,30 @@ def stop_rank_1_once_training(proc: subprocess.Popen, rank_variable: str) -> tup
         try:
             if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                 os.kill(pid, signal.SIGSTOP)
-                return pid, seen
+                return pid
         except OSError:
             continue
     raise AssertionError(f"no process with {wanted!r} under {proc.pid}")
 
 
-def ends_within(proc: subprocess.Popen, seconds: float) -> tuple[float, str]:
-    """Seconds until the launcher ends and the rest of its output; kills the tree if late."""
-    started = time.monotonic()
+def run_with_rank_1_stopped(command: list[str], rank_variable: str,
+                            limit: float) -> tuple[float, int, str]:
+    """Launch, SIGSTOP rank 1 once training runs; return the seconds until the launcher
+    ended, its exit code and its output after the stop. Whatever is left is killed."""
+    proc = subprocess.Popen(command, cwd=REPO, env=clean_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    stopped = None
     try:
-        rest, _ = proc.communicate(timeout=seconds)
+        stopped = stop_rank_1_once_training(proc, rank_variable)
+        started = time.monotonic()
+        rest, _ = proc.communicate(timeout=limit)
+        return time.monotonic() - started, proc.returncode, rest
     except subprocess.TimeoutExpired:
-        kill_all_at_once([proc.pid, *descendants(proc.pid)])
+        raise AssertionError(f"the job still ran {limit} s after rank 1 was stopped")
+    finally:
+        kill_all_at_once([proc.pid, *descendants(proc.pid)] + ([stopped] if stopped else []))
         proc.communicate(timeout=30)
-        raise AssertionError(f"the job still ran {seconds} s after rank 1 was stopped")
-    return time.monotonic() - started, rest
-
-
-def kill_tree(proc: subprocess.Popen, stopped: int) -> None:
-    kill_all_at_once([proc.pid, *descendants(proc.pid), stopped])
-    proc.wait(timeout=30)
 
 
 @needs_mpiexec
@@ -115,30 +113,19 @@ def test_a_stopped_rank_under_mpiexec_ends_the_job_soon_after_the_timeout(tmp_pa
     hydra kill the stopped rank too. Without it mpiexec waits forever."""
     command = [MPIEXEC, "-n", "2", PYTHON, str(REPO / "tests" / "end_job_train.py"), *ARGS,
                "--timeout", str(TIMEOUT), "--results-dir", str(tmp_path)]
-    proc = start(command, clean_env())
-    stopped, _ = stop_rank_1_once_training(proc, "PMI_RANK")
-    try:
-        seconds, rest = ends_within(proc, TIMEOUT + 60)
-    finally:
-        kill_tree(proc, stopped)
-    assert proc.returncode == 9, rest  # hydra: "BAD TERMINATION ... EXIT CODE: 9"
+    seconds, code, rest = run_with_rank_1_stopped(command, "PMI_RANK", TIMEOUT + 60)
+    assert code == 9, rest  # hydra: "BAD TERMINATION ... EXIT CODE: 9"
     assert re.search(r"^error: rank 0 failed: .*Timed out", rest, re.MULTILINE), rest
-    assert "BAD TERMINATION" in rest
+    assert "BAD TERMINATION" in rest and "Traceback" not in rest
     assert seconds < TIMEOUT + 15, f"ended {seconds:.1f} s after the stop"
-    assert "Traceback" not in rest
 
 
 def test_a_stopped_rank_under_torchrun_ends_the_job(tmp_path):
     """torchrun's agent ends the job itself: SIGTERM, then SIGKILL after its 30 s grace."""
     command = [*TORCHRUN, "-m", "mnist_hpc.train", *ARGS, "--timeout", str(TIMEOUT),
                "--results-dir", str(tmp_path)]
-    proc = start(command, clean_env())
-    stopped, _ = stop_rank_1_once_training(proc, "RANK")
-    try:
-        seconds, rest = ends_within(proc, TIMEOUT + 90)
-    finally:
-        kill_tree(proc, stopped)
-    assert proc.returncode == 1, rest
+    seconds, code, rest = run_with_rank_1_stopped(command, "RANK", TIMEOUT + 90)
+    assert code == 1, rest
     assert re.search(r"^error: rank 0 failed: .*Timed out", rest, re.MULTILINE), rest
     assert seconds < TIMEOUT + 60, f"ended {seconds:.1f} s after the stop"
 
