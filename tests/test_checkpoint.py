@@ -330,3 +330,23 @@ def test_refused_resume_in_a_real_process_prints_one_line(run_dir):
                          timeout=120)
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["seed", "cnn", "resnet", "vit"])
+def test_every_model_resumes_in_bf16_to_the_numbers_of_an_unbroken_run(model, tmp_path, capsys):
+    """Each network through a checkpoint and back, in bf16: resuming a copy of a finished
+    2-epoch run from its epoch-0 checkpoint retrains epoch 1 to the very same history."""
+    argv = [*ARGS, "--model", model, "--precision", "bf16", "--epochs", "2",
+            "--results-dir", str(tmp_path)]
+    code, out, err = run_main([*argv, "--run-id", "unbroken"], capsys)
+    assert code == 0, err
+    resumed = Path(shutil.copytree(tmp_path / "unbroken", tmp_path / "resumed"))
+    code, out, err = run_main([*argv, "--resume", str(resumed)], capsys)
+    assert code == 0, err
+    assert f"Resuming {resumed} at epoch 1, step 0" in out
+    metrics = read_metrics(resumed)
+    assert metrics["status"] == "completed"
+    assert metrics["batch"]["precision"] == "bf16"
+    unbroken = tmp_path / "unbroken"
+    assert (resumed / "history.csv").read_text() == (unbroken / "history.csv").read_text()
+    assert metrics["final"]["test_acc"] == read_metrics(unbroken)["final"]["test_acc"]
