@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from .data import derived_seed
 
 SIZE = 28  # MNIST images are SIZE x SIZE
-MAX_SHIFT = 2  # pixels: digits are centred in a 20x20 box, so +-2 px never crops a stroke
+MAX_SHIFT = 2  # pixels: most digits fit a centred 20x20 box, so +-2 px keeps them whole
 MAX_DEGREES = 10.0  # affine: small rotations keep a 6 a 6 and a 9 a 9
 MAX_SCALE = 0.1  # affine: +-10 % size, the spread of MNIST writers' digit sizes
 
