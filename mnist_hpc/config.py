@@ -35,6 +35,7 @@ CHOICES = {
     "batch_mode": ("global", "per-rank"),
     "loader": ("device", "torchvision"),
     "precision": ("auto", "fp32", "bf16"),
+    "augment": ("none", "shift", "affine"),
 }
 
 
@@ -62,6 +63,11 @@ class RunConfig:
     dropout: bool = True  # false zeroes every dropout layer (to compare 1 rank with N exactly)
     normalize: bool = False  # standardise inputs (MNIST mean/std); off = the notebook's [0, 1]
     limit: Optional[int] = None  # keep the first N images of each split (smoke tests)
+    # training images only, on the device, per sample from (seed, epoch, index): augment.py
+    augment: str = "none"  # shift: up to 2 px each way; affine: shift + small rotation/scale
+    # BatchNorm statistics over the global batch instead of each rank's slice (ResNet only;
+    # off: per-rank statistics, no extra collective per layer; see README)
+    sync_bn: bool = False
     # --- data and output ---
     data_dir: str = str(REPO_DIR / "data")  # holds MNIST/raw/*.gz, torchvision's layout
     download: bool = False  # let torchvision try to download missing files
@@ -130,6 +136,9 @@ class RunConfig:
         if self.run_id is not None and self.resume not in (None, "auto"):
             raise UsageError(f"--run-id names a new run, but --resume {short(self.resume)} "
                              f"continues an existing one; drop --run-id, or use --resume auto")
+        if self.augment != "none" and self.loader == "torchvision":
+            raise UsageError("augment works on the device path only; use --loader device, "
+                             "or --augment none to compare with the notebook's loader")
 
     def eval_batch_for(self, device_type: str) -> int:
         """The evaluation batch size, with the per-device default applied."""
@@ -271,6 +280,8 @@ _FLAGS = {
     "--shuffle": ("shuffle", _bool, "reshuffle the training split every epoch (true/false)"),
     "--dropout": ("dropout", _bool, "keep the network's dropout layers (true/false)"),
     "--normalize": ("normalize", _bool, "standardise inputs with MNIST mean/std (true/false)"),
+    "--augment": ("augment", str, f"training-image augmentation: {', '.join(CHOICES['augment'])}"),
+    "--sync-bn": ("sync_bn", _bool, "BatchNorm over the global batch under DDP (true/false)"),
     "--seed": ("seed", int, "seed for model init, dropout and shuffling"),
     "--limit": ("limit", int, "keep only the first N images of each split (smoke tests)"),
     "--device": ("device", str, "auto, cpu, cuda or mps"),

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .augment import EpochTransforms
 from .data import MEAN, STD, Split, eval_batches, to_input
 from .dist import all_reduce_sum
 from .launcher import DistEnv
@@ -126,8 +127,10 @@ def evaluate(model: nn.Module, split: Split, shard: range, env: DistEnv, precisi
 
 
 def device_batches(split: Split, positions: Iterable[tuple[torch.Tensor, int]],
-                   precision: Precision) -> Iterable[tuple[torch.Tensor, torch.Tensor, int]]:
+                   precision: Precision, transforms: Optional[EpochTransforms] = None
+                   ) -> Iterable[tuple[torch.Tensor, torch.Tensor, int]]:
     """Batches from a split resident on the device: an index slice, cast on the device.
+    ``transforms`` (augment.for_epoch) augments each image by its position in the split.
 
     The epoch's indices go to the device in one copy: a copy from pageable host memory per
     step would wait for the GPU to drain before each step, and the host could never run ahead.
@@ -139,7 +142,10 @@ def device_batches(split: Split, positions: Iterable[tuple[torch.Tensor, int]],
     lengths = [len(local) for local, _ in positions]
     indices = torch.cat([local for local, _ in positions]).to(device)
     for index, (_, global_size) in zip(torch.split(indices, lengths), positions):
-        inputs = to_input(split.images[index], precision.normalize, precision.channels_last)
+        images = split.images[index]
+        if transforms is not None:
+            images = transforms.apply(images, index)
+        inputs = to_input(images, precision.normalize, precision.channels_last)
         yield inputs, split.labels[index], global_size
 
 

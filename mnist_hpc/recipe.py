@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from . import norm
 from .config import RunConfig
 from .data import derived_seed
 from .engine import Precision
@@ -56,12 +57,15 @@ def precision_for(config: RunConfig, device: torch.device) -> Precision:
 def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: int = 0,
           world_size: int = 1) -> Recipe:
     """The recipe for one rank. Initial weights come from ``--seed`` alone (the same on every
-    rank); the global RNG is then reseeded per rank for dropout."""
+    rank); the global RNG is then reseeded per rank for dropout. With ``sync_bn`` and several
+    ranks, BatchNorm layers normalise over the global batch (norm.py)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
     torch.manual_seed(config.seed)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     raw_model = build_model(config.model, config.dropout).to(device, memory_format=memory_format)
+    if config.sync_bn and world_size > 1:  # the process group exists: train.py makes it first
+        norm.convert(raw_model)
     model = torch.compile(raw_model) if config.compile else raw_model
     torch.manual_seed(derived_seed(config.seed, rank + 1))
     lr = config.lr * (world_size if config.scale_lr else 1)

@@ -9,8 +9,10 @@ the engine's sum scaled by world size / global size) would weigh the lone sample
 twice as much. ``plain`` is the reference: the mean cross-entropy of the whole global batch,
 written without the package's engine or data sharding. ``engine`` wraps the model in DDP as
 train.py does (gradient bucket views and the timed all-reduce hook on gloo) and feeds
-``train_one_epoch`` this rank's slices from ``data.train_steps``. Each rank saves its
-snapshots to ``OUT_DIR/{mode}-{optimizer}-w{world size}-rank{rank}.pt``.
+``train_one_epoch`` this rank's slices from ``data.train_steps``. Networks come from
+``recipe.build``: the cnn, and the ResNet with and without ``sync_bn`` (its BatchNorm only
+matches one process when its statistics span both ranks). Each rank saves its snapshots to
+``OUT_DIR/{mode}-{case}-{optimizer}-w{world size}-rank{rank}.pt``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from mnist_hpc import data, dist, engine, launcher
-from mnist_hpc.config import RunConfig
-from mnist_hpc.models import build_model
+from mnist_hpc import data, dist, engine, launcher, recipe
+from mnist_hpc.config import RunConfig, make_config
 
 N = 1027  # 2 x 512 + 3
 GLOBAL_BATCH = 512
@@ -34,7 +35,14 @@ OPTIMIZERS = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.5),
     # Adam, the trainer's default (it hides a constant scale, not a wrong weighting)
     "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+    # the ResNet at lr 0.5 leaves the stable region within two steps, where float noise grows
+    # tenfold per step and would drown what the comparison looks at
+    "sgd-bn": lambda params: torch.optim.SGD(params, lr=0.05),
 }
+# case -> (model, sync_bn, optimizers): the ResNet's cases check BatchNorm, which SGD shows
+CASES = {"cnn": ("cnn", False, ("sgd", "adam")),
+         "resnet-syncbn": ("resnet", True, ("sgd-bn",)),
+         "resnet": ("resnet", False, ("sgd-bn",))}
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -77,16 +85,19 @@ def main(out_dir: Path) -> None:
     with dist.session(device="cpu", backend="gloo", timeout_s=60) as env:
         modes = ("engine",) if env.distributed else ("plain", "engine")
         for mode in modes:
-            for name, make_optimizer in OPTIMIZERS.items():
-                torch.manual_seed(SEED)
-                model = build_model("cnn", dropout=False)
-                optimizer = make_optimizer(model.parameters())
-                if mode == "plain":
-                    snapshots = plain(split, optimizer, model)
-                else:
-                    snapshots = with_engine(split, optimizer, model, env)
-                torch.save(snapshots,
-                           out_dir / f"{mode}-{name}-w{env.world_size}-rank{env.rank}.pt")
+            for case, (model_name, sync_bn, optimizers) in CASES.items():
+                config = make_config({"model": model_name, "sync_bn": sync_bn, "seed": SEED,
+                                      "dropout": False, "channels_last": False})
+                for name in optimizers:
+                    model = recipe.build(config, torch.device("cpu"), 3, env.rank,
+                                         env.world_size).raw_model
+                    optimizer = OPTIMIZERS[name](model.parameters())
+                    if mode == "plain":
+                        snapshots = plain(split, optimizer, model)
+                    else:
+                        snapshots = with_engine(split, optimizer, model, env)
+                    torch.save(snapshots, out_dir / f"{mode}-{case}-{name}-w{env.world_size}"
+                                                    f"-rank{env.rank}.pt")
 
 
 if __name__ == "__main__":

@@ -364,3 +364,27 @@ def test_resume_auto_of_a_completed_run_is_a_no_op_with_a_message(tmp_path):
     assert results.completed_message("auto", tmp_path, "preempted") is None
     assert results.completed_message("auto", tmp_path, "never-ran") is None
     assert results.completed_message(str(tmp_path / "done"), tmp_path, None) is None
+
+
+# --- every model resumes ------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["seed", "cnn", "resnet", "vit"])
+def test_every_model_resumes_in_bf16_to_the_numbers_of_an_unbroken_run(model, tmp_path, capsys):
+    """Each network through a checkpoint and back, in bf16: resuming a copy of a finished
+    2-epoch run (marked as stopped after epoch 0, as a completed run is never resumed) from
+    its epoch-0 checkpoint retrains epoch 1 to the very same history."""
+    argv = [*ARGS, "--model", model, "--precision", "bf16", "--epochs", "2",
+            "--results-dir", str(tmp_path)]
+    code, out, err = run_main([*argv, "--run-id", "unbroken"], capsys)
+    assert code == 0, err
+    resumed = Path(shutil.copytree(tmp_path / "unbroken", tmp_path / "resumed"))
+    files.write_json(resumed / "metrics.json", {**read_metrics(resumed), "status": "preempted"})
+    code, out, err = run_main([*argv, "--resume", str(resumed)], capsys)
+    assert code == 0, err
+    assert f"Resuming {resumed} at epoch 1, step 0" in out
+    metrics = read_metrics(resumed)
+    assert metrics["status"] == "completed"
+    assert metrics["batch"]["precision"] == "bf16"
+    unbroken = tmp_path / "unbroken"
+    assert (resumed / "history.csv").read_text() == (unbroken / "history.csv").read_text()
+    assert metrics["final"]["test_acc"] == read_metrics(unbroken)["final"]["test_acc"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from mnist_hpc import bench
+from mnist_hpc.config import parse_args
 from mnist_hpc.models import MODELS, MNISTClassifier, MNISTCNN, build_model, count_parameters
 
 
@@ -64,3 +68,26 @@ def test_seed_forward_equals_the_notebooks_layer_order_bit_for_bit():
         grads.append(torch.autograd.grad(F.cross_entropy(out, y), list(model.parameters())))
     assert torch.equal(outputs[0], outputs[1])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("preset, model", [("seed", "seed"), ("default", "cnn"),
+                                           ("resnet", "resnet"), ("vit", "vit")])
+def test_every_model_runs_in_the_bench(preset, model):
+    """The bench's time-to-accuracy run of each model's preset on a small subset (bf16 where
+    the preset asks for it): every step of the epoch is taken and the test subset evaluated."""
+    config = parse_args(["--config", preset])
+    assert config.model == model
+    args = bench.build_parser().parse_args(["--quick", "--device", "cpu", "--limit", "512"])
+    settings = bench.settings_from(args, torch.device("cpu"))
+    report = bench.bench_time_to_accuracy(preset, settings, log=lambda line: None)
+    assert report["config"]["model"] == model
+    assert report["precision"] == ("bf16" if config.precision == "bf16" else "fp32")  # CPU
+    assert report["curve"][-1]["step"] == -(-512 // config.batch_size)
+    assert report["train_samples_per_s"] > 0
+    assert 0 < report["final_test_acc"] <= 100 and math.isfinite(report["final_test_loss"])
+
+
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_new_presets_train_their_own_model_in_bf16(name):
+    config = parse_args(["--config", name])
+    assert (config.model, config.precision, config.schedule) == (name, "bf16", "onecycle")

@@ -1,0 +1,117 @@
+"""Augmentation: a sample's transform depends on (seed, epoch, index) only, so 1 rank and 2
+give the same images; shapes, dtype and range are kept; and it is off by default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_hpc import augment, data, engine
+from mnist_hpc.config import RunConfig, make_config, parse_args
+from mnist_hpc.errors import UsageError
+
+N, BATCH, SEED, EPOCH = 300, 64, 3, 1
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def split() -> data.Split:
+    return data.load_splits(RunConfig().data_dir, limit=N).train
+
+
+def images_by_sample(split, mode: str, world_size: int) -> dict[int, torch.Tensor]:
+    """Every rank's training inputs of one epoch, keyed by position in the split."""
+    transforms = augment.for_epoch(mode, SEED, EPOCH, len(split), CPU)
+    found = {}
+    for rank in range(world_size):
+        steps = data.train_steps(len(split), BATCH, rank, world_size, SEED, EPOCH, True)
+        positions = [(s.local, s.global_size) for s in steps]
+        batches = engine.device_batches(split, positions, engine.Precision(), transforms)
+        for (local, _), (inputs, _, _) in zip(positions, batches):
+            found.update(zip(local.tolist(), inputs))
+    return found
+
+
+@pytest.mark.parametrize("mode", ["shift", "affine"])
+def test_a_sample_gets_the_same_transform_at_one_rank_and_two(split, mode):
+    one, two = images_by_sample(split, mode, 1), images_by_sample(split, mode, 2)
+    assert sorted(one) == sorted(two) == list(range(N))
+    for index in range(N):
+        assert torch.equal(one[index], two[index]), index
+    plain = images_by_sample(split, "none", 1)
+    changed = sum(not torch.equal(one[i], plain[i]) for i in range(N))
+    assert changed > N // 2, "most images must actually move"
+
+
+@pytest.mark.parametrize("mode", ["shift", "affine"])
+def test_transforms_are_seeded_by_seed_and_epoch(split, mode):
+    def theta(seed, epoch):
+        return augment.for_epoch(mode, seed, epoch, N, CPU).theta
+
+    assert torch.equal(theta(SEED, EPOCH), theta(SEED, EPOCH))
+    assert not torch.equal(theta(SEED, EPOCH), theta(SEED, EPOCH + 1))
+    assert not torch.equal(theta(SEED, EPOCH), theta(SEED + 1, EPOCH))
+
+
+@pytest.mark.parametrize("mode", ["shift", "affine"])
+def test_shape_dtype_and_range_are_kept(split, mode):
+    transforms = augment.for_epoch(mode, SEED, EPOCH, N, CPU)
+    index = torch.arange(N)
+    out = transforms.apply(split.images, index)
+    assert out.dtype == torch.uint8 and out.shape == split.images.shape
+    assert out.float().sum() > 0.8 * split.images.float().sum()  # digits moved, not erased
+    [(inputs, labels, size)] = engine.device_batches(
+        split, [(index, N)], engine.Precision(channels_last=True), transforms)
+    assert inputs.shape == (N, 1, 28, 28) and inputs.dtype == torch.float32
+    assert inputs.is_contiguous(memory_format=torch.channels_last)
+    assert 0.0 <= inputs.min() and inputs.max() <= 1.0
+    assert torch.equal(labels, split.labels) and size == N
+
+
+def test_a_shift_is_a_whole_pixel_translation(split):
+    """The shifted image is the original moved by its (dx, dy) pixel for pixel, with
+    background (0) moved in at the edges."""
+    transforms = augment.for_epoch("shift", SEED, EPOCH, N, CPU)
+    out = transforms.apply(split.images, torch.arange(N))
+    pixels = transforms.theta[:, :, 2] * (-augment.SIZE / 2)
+    shifts = pixels.round().long()
+    torch.testing.assert_close(pixels, shifts.float(), rtol=0, atol=1e-5)  # whole pixels
+    assert shifts.abs().max() == augment.MAX_SHIFT
+    pad = augment.MAX_SHIFT
+    padded = torch.nn.functional.pad(split.images, (pad, pad, pad, pad))
+    for i in range(N):
+        dx, dy = shifts[i].tolist()
+        moved = padded[i, pad - dy:pad - dy + 28, pad - dx:pad - dx + 28]
+        assert torch.equal(out[i], moved), (i, dx, dy)
+
+
+def test_off_by_default_and_the_batches_unchanged(split):
+    assert RunConfig().augment == "none"
+    assert parse_args([]).augment == "none"
+    assert augment.for_epoch("none", SEED, EPOCH, N, CPU) is None
+    index = torch.arange(BATCH)
+    precision = engine.Precision(normalize=True, channels_last=True)
+    [(inputs, _, _)] = engine.device_batches(split, [(index, BATCH)], precision)
+    assert torch.equal(inputs, data.to_input(split.images[index], True, True))
+
+
+def test_the_flag_sets_it_and_the_torchvision_loader_refuses_it():
+    assert parse_args(["--augment", "affine"]).augment == "affine"
+    with pytest.raises(UsageError, match="augment must be one of none, shift, affine"):
+        parse_args(["--augment", "flip"])
+    with pytest.raises(UsageError, match="augment works on the device path only"):
+        make_config({"augment": "shift", "loader": "torchvision"})
+
+
+@pytest.mark.xfail(strict=True, reason="train.py does not pass augment.for_epoch(config.augment, "
+                   "config.seed, epoch, len(train_split), device) to engine.device_batches yet")
+def test_training_sees_the_augmented_images(tmp_path):
+    from mnist_hpc import train
+
+    def history(mode: str) -> str:
+        argv = ["--limit", "128", "--batch-size", "64", "--epochs", "1", "--device", "cpu",
+                "--augment", mode, "--results-dir", str(tmp_path), "--run-id", mode]
+        assert train.main(argv) == 0
+        return (tmp_path / mode / "history.csv").read_text()
+
+    assert history("shift") != history("none")
