@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, data, dist, engine, files, results
+from . import augment, checkpoint, data, dist, engine, files, results
 from .config import RunConfig, to_yaml
 from .errors import EXIT_OK, Preempted, describe
 from .launcher import DistEnv
@@ -151,9 +151,11 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> tuple[engine.EpochRe
         batches = engine.loader_batches(loader, [s.global_size for s in steps], run.device,
                                         recipe.precision)
     else:
+        transforms = augment.for_epoch(config.augment, config.seed, epoch,
+                                       len(run.splits.train), run.device)
         batches = engine.device_batches(run.splits.train,
                                         [(s.local, s.global_size) for s in steps],
-                                        recipe.precision)
+                                        recipe.precision, transforms)
     if run.comm_timer is not None:
         run.comm_timer.take_seconds()  # forget the evaluation's all-reduces
     stop.start_clock()

@@ -103,8 +103,6 @@ def test_the_flag_sets_it_and_the_torchvision_loader_refuses_it():
         make_config({"augment": "shift", "loader": "torchvision"})
 
 
-@pytest.mark.xfail(strict=True, reason="train.py does not pass augment.for_epoch(config.augment, "
-                   "config.seed, epoch, len(train_split), device) to engine.device_batches yet")
 def test_training_sees_the_augmented_images(tmp_path):
     from mnist_hpc import train
 

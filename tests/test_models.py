@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from mnist_hpc import bench
+from mnist_hpc.bench.accuracy import bench_time_to_accuracy
+from mnist_hpc.bench.cli import build_parser as bench_parser
+from mnist_hpc.bench.settings import settings_from
 from mnist_hpc.config import parse_args
 from mnist_hpc.models import MODELS, MNISTClassifier, MNISTCNN, build_model, count_parameters
 
@@ -77,9 +79,9 @@ def test_every_model_runs_in_the_bench(preset, model):
     the preset asks for it): every step of the epoch is taken and the test subset evaluated."""
     config = parse_args(["--config", preset])
     assert config.model == model
-    args = bench.build_parser().parse_args(["--quick", "--device", "cpu", "--limit", "512"])
-    settings = bench.settings_from(args, torch.device("cpu"))
-    report = bench.bench_time_to_accuracy(preset, settings, log=lambda line: None)
+    args = bench_parser().parse_args(["--quick", "--device", "cpu", "--limit", "512"])
+    settings = settings_from(args, torch.device("cpu"))
+    report = bench_time_to_accuracy(preset, settings, log=lambda line: None)
     assert report["config"]["model"] == model
     assert report["precision"] == ("bf16" if config.precision == "bf16" else "fp32")  # CPU
     assert report["curve"][-1]["step"] == -(-512 // config.batch_size)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from .. import data, engine, recipe
+from .. import augment, data, engine, recipe
 from ..config import RunConfig, parse_args, replace
 from ..launcher import DistEnv
 from .settings import Settings
@@ -46,8 +46,10 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
     for epoch in range(config.epochs):
         steps = data.train_steps(len(train_split), config.batch_size, 0, 1, config.seed, epoch,
                                  config.shuffle)
+        transforms = augment.for_epoch(config.augment, config.seed, epoch, len(train_split),
+                                       device)
         batches = engine.device_batches(train_split, [(s.local, s.global_size) for s in steps],
-                                        run.precision)
+                                        run.precision, transforms)
         for first in range(0, len(steps), chunk):
             engine.synchronize(device)
             t0 = time.perf_counter()
