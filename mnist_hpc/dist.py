@@ -19,6 +19,7 @@ from .launcher import DistEnv, cpu_threads
 from .watchdog import deadline, find_job
 
 T = TypeVar("T")
+DEADLINE_GRACE_S = 5.0
 
 
 def pick_device(requested: str, env: DistEnv,
@@ -84,7 +85,11 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
         if torch_device.type == "cuda":
             kwargs["device_id"] = torch_device
         where = f"{env.master_addr}:{env.master_port}"
-        with deadline(timeout_s, f"rank {env.rank}: rendezvous with {where} did not complete "
+        # a few seconds past the process group's own timeout: where the store gives up by
+        # itself (a peer that never came), its error names the wait; the deadline ends the
+        # waits that never give up (a port that accepts and never answers)
+        with deadline(timeout_s + DEADLINE_GRACE_S,
+                      f"rank {env.rank}: rendezvous with {where} did not complete "
                                  f"within --timeout {timeout_s:g} s; check that every rank "
                                  f"started and that MASTER_ADDR:MASTER_PORT ({where}) is rank "
                                  f"0's host and a port no other program holds, or raise "

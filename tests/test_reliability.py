@@ -389,10 +389,15 @@ def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_pa
     for rank, (_, stderr) in enumerate(outputs):
         lines = error_lines(stderr)
         assert len(lines) == 1, stderr
+        assert TRACEBACK not in stderr
+        if rank == 1 and " did not complete within --timeout" in lines[0]:
+            # rank 1's store client retries its connection past its own timeout: the
+            # deadline (dist.DEADLINE_GRACE_S later) ends the wait with its own line
+            assert lines[0].startswith(f"error: rank 1: rendezvous with 127.0.0.1:"), lines[0]
+            continue
         assert lines[0].startswith(f"error: rank {rank} failed to start the process group: ")
         assert lines[0].endswith("check that every rank started and can reach rank 0 "
                                  "(MASTER_ADDR, MASTER_PORT), or raise --timeout")
-        assert TRACEBACK not in stderr
     assert re.search(r"1/2 clients joined", error_lines(outputs[0][1])[0])
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
