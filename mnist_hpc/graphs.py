@@ -32,7 +32,8 @@ def graphs_problem(device_type: str, optimizer: str, world_size: int,
     if device_type != "cuda":
         return "CUDA graphs need --device cuda"
     if optimizer not in CAPTURABLE:
-        return f"CUDA graphs need a capturable optimizer ({' or '.join(CAPTURABLE)}), not {optimizer}"
+        return (f"CUDA graphs need a capturable optimizer ({' or '.join(CAPTURABLE)}), "
+                f"not {optimizer}")
     if world_size > 1 and backend == "gloo":
         return "CUDA graphs cannot capture gloo's all-reduce, which runs on the host"
     return None
