@@ -36,6 +36,7 @@ CHOICES = {
     "loader": ("device", "torchvision"),
     "precision": ("auto", "fp32", "bf16"),
     "augment": ("none", "shift", "affine"),
+    "cuda_graphs": ("auto", "on", "off"),
 }
 
 
@@ -77,9 +78,12 @@ class RunConfig:
     device: str = "auto"  # auto: cuda if present, else mps (one process), else cpu
     backend: str = "auto"  # auto: nccl on cuda, gloo otherwise
     loader: str = "device"  # device: data resident on the device; torchvision: the notebook's
-    precision: str = "auto"  # auto: bf16 on cuda, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 with CUDA graphs (where it pays), fp32 elsewhere
     channels_last: bool = True  # faster convolutions on CPU and GPU; same numbers
     compile: bool = False  # torch.compile the model (pays a one-time compile)
+    # capture the training step in CUDA graphs; auto: on for one process on one GPU (see graphs)
+    cuda_graphs: str = "auto"
+    deterministic: bool = False  # deterministic kernels: the same seed, the same run on a GPU
     # None: 2048 on CUDA (fewer launches), 128 on CPU (measured: fp32 evaluation runs about
     # 2x faster at 128 than at 2048 there, cache-sized batches). Counts never depend on it.
     eval_batch_size: Optional[int] = None
@@ -139,6 +143,9 @@ class RunConfig:
         if self.augment != "none" and self.loader == "torchvision":
             raise UsageError("augment works on the device path only; use --loader device, "
                              "or --augment none to compare with the notebook's loader")
+        if self.cuda_graphs == "on" and self.device in ("cpu", "mps"):
+            raise UsageError(f"CUDA graphs need --device cuda, not {self.device}; "
+                             f"use --cuda-graphs auto or off")
 
     def eval_batch_for(self, device_type: str) -> int:
         """The evaluation batch size, with the per-device default applied."""
@@ -161,7 +168,8 @@ class RunConfig:
         """Hash of what decides the numbers: a checkpoint only resumes under the same recipe."""
         ignored = {"epochs", "data_dir", "download", "results_dir", "run_id", "device", "backend",
                    "timeout", "checkpoint_every", "resume", "resume_force", "time_limit",
-                   "stop_check_every", "compile", "loader", "eval_batch_size"}
+                   "stop_check_every", "compile", "loader", "eval_batch_size",
+                   "cuda_graphs", "deterministic"}
         recipe = {k: v for k, v in self.to_dict().items() if k not in ignored}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -287,9 +295,13 @@ _FLAGS = {
     "--device": ("device", str, "auto, cpu, cuda or mps"),
     "--backend": ("backend", str, "process-group backend: auto, gloo or nccl"),
     "--loader": ("loader", str, "device (data resident on the device) or torchvision"),
-    "--precision": ("precision", str, "auto (bf16 on cuda, else fp32), fp32 or bf16"),
+    "--precision": ("precision", str, "auto (bf16 with CUDA graphs, else fp32), fp32 or bf16"),
     "--channels-last": ("channels_last", _bool, "channels_last memory format (true/false)"),
     "--compile": ("compile", _bool, "torch.compile the model (true/false)"),
+    "--cuda-graphs": ("cuda_graphs", str, "capture the training step in CUDA graphs: auto (one "
+                      "process on one GPU), on or off"),
+    "--deterministic": ("deterministic", _bool, "deterministic algorithms, so a seed repeats "
+                        "its run on a GPU (true/false)"),
     "--eval-batch-size": ("eval_batch_size", int, "batch size of evaluation passes"),
     "--data-dir": ("data_dir", str, "directory holding MNIST/raw/"),
     "--results-dir": ("results_dir", str, "where run directories are created"),

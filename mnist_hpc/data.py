@@ -268,9 +268,19 @@ def steps_per_epoch(n: int, global_batch: int, world_size: int) -> int:
     return full + (1 if tail >= world_size else 0)
 
 
-def eval_batches(n_local: int, batch_size: int) -> Iterator[slice]:
-    for start in range(0, n_local, batch_size):
-        yield slice(start, min(start + batch_size, n_local))
+def eval_batches(n_local: int, batch_size: int, balanced: bool = False) -> Iterator[slice]:
+    """Consecutive slices covering 0..n_local-1 once, none larger than ``batch_size``.
+    ``balanced``: as few batches, of sizes that differ by at most one (one or two shapes,
+    where the plain cut leaves a ragged last batch: MNIST's splits in batches of 2048 become
+    batches of exactly 2000)."""
+    if not balanced:
+        for start in range(0, n_local, batch_size):
+            yield slice(start, min(start + batch_size, n_local))
+        return
+    count = -(-n_local // batch_size)
+    for part in range(count):
+        shard = shard_range(n_local, part, count)
+        yield slice(shard.start, shard.stop)
 
 
 def check_shardable(splits: MNISTSplits, global_batch: int, world_size: int) -> None:

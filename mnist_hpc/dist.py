@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -58,6 +59,30 @@ def pick_backend(requested: str, device: torch.device) -> str:
     return requested
 
 
+def sharing_problem(backend: str, local_world_size: int,
+                    gpus_on_node: Optional[int]) -> Optional[str]:
+    """Why NCCL cannot start here, or None: it refuses two ranks on one GPU ("invalid usage"),
+    which is certain when a node runs more ranks than it has GPUs. The count is the node's
+    (NVML), not this rank's visible ones: a launcher that shows each rank only its own GPU
+    (Polaris' affinity script, Slurm's --gpus-per-task) is fine. Unknown count: no verdict."""
+    if backend != "nccl" or gpus_on_node is None or local_world_size <= gpus_on_node:
+        return None
+    return (f"{local_world_size} ranks on this node share {gpus_on_node} GPU(s), and NCCL cannot "
+            f"put two ranks on one GPU; start at most {gpus_on_node} rank(s) per node, or use "
+            f"--backend gloo")
+
+
+def gpus_on_node() -> Optional[int]:
+    """The node's GPU count from NVML, whatever CUDA_VISIBLE_DEVICES shows; None if unknown."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NVML's own "can't initialize" warning
+            count = torch.cuda._raw_device_count_nvml()
+    except (OSError, AttributeError):  # no libnvidia-ml, or a torch without the helper
+        return None
+    return count if count >= 0 else None
+
+
 @contextmanager
 def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0,
             environ: Optional[Mapping[str, str]] = None,
@@ -76,6 +101,10 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
     chosen = pick_backend(backend, torch_device)  # refuses nccl without CUDA, even alone
     if env.distributed:
         env = replace(env, backend=chosen)
+        problem = sharing_problem(env.backend, env.local_world_size,
+                                  gpus_on_node() if torch_device.type == "cuda" else None)
+        if problem is not None:  # every rank stops here, before NCCL's own, vaguer failure
+            raise UsageError(problem)
         started = time.perf_counter()
         kwargs: dict[str, Any] = {}
         if env.launcher == "torchrun":

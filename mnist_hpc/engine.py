@@ -30,10 +30,11 @@ class Precision:
     channels_last: bool = False
     normalize: bool = False
 
-    def autocast(self, device: torch.device):
+    def autocast(self, device: torch.device, cache: bool = True):
+        """``cache=False`` inside a CUDA graph capture, whose casts must not be reused."""
         if self.dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
+        return torch.autocast(device_type=device.type, dtype=self.dtype, cache_enabled=cache)
 
 
 def synchronize(device: torch.device) -> None:
@@ -73,23 +74,29 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
                     precision: Precision,
                     scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
                     should_stop: Callable[[int], bool] = lambda step: False,
-                    on_step: Callable[[int], None] = lambda step: None) -> EpochResult:
+                    on_step: Callable[[int], None] = lambda step: None,
+                    graphed: Optional[Callable[[torch.Tensor, torch.Tensor, int], None]] = None,
+                    ) -> EpochResult:
     """One pass over this rank's batches ``(inputs, labels, global batch size)``.
 
     ``loss_fn`` sums over samples; scaling each rank's sum by ``world_size / global size``
     makes DDP's gradient average equal the single-process mean over the global batch, also
     when the batch does not divide evenly. ``should_stop(step)`` is asked after each step.
+    ``graphed``: the same step replayed from CUDA graphs (``graphs.GraphedStep``).
     """
     model.train()
     device = next(model.parameters()).device
     steps = samples = 0
     for inputs, labels, global_size in batches:
-        with precision.autocast(device):
-            outputs = model(inputs)
-        loss = loss_fn(outputs.float(), labels) * (world_size / global_size)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if graphed is not None:
+            graphed(inputs, labels, global_size)
+        else:
+            with precision.autocast(device):
+                outputs = model(inputs)
+            loss = loss_fn(outputs.float(), labels) * (world_size / global_size)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             scheduler.step()
         steps += 1
@@ -112,7 +119,9 @@ def evaluate(model: nn.Module, split: Split, shard: range, env: DistEnv, precisi
     correct = torch.zeros((), dtype=torch.int64, device=device)  # exact at any size
     images = split.images[shard.start:shard.stop]
     labels = split.labels[shard.start:shard.stop]
-    for part in eval_batches(len(labels), batch_size):
+    # on CUDA each new shape costs autotuning: equal batches there (sums stay exact); on CPU
+    # the batches are as they always were, so CPU numbers do not move
+    for part in eval_batches(len(labels), batch_size, balanced=device.type == "cuda"):
         inputs = to_input(images[part], precision.normalize, precision.channels_last)
         with precision.autocast(device):
             outputs = model(inputs).float()

@@ -8,11 +8,12 @@ Layout (``schema`` 1; names are stable, new keys may be added)::
     model       name, parameters
     world       world_size, nodes, local_world_size, launcher, backend, device, device_name,
                 cpu_threads, hostnames (every rank's), job_id, master_addr
-    batch       global, per_rank, mode, steps_per_epoch, lr, precision
+    batch       global, per_rank, mode, steps_per_epoch, lr, precision, cuda_graphs
     samples     train, val, test: counted by the all-reduce, not assumed
     epochs[]    epoch, train_s, eval_s, train_samples, train_samples_per_s, comm_s,
                 train_acc, train_loss, val_acc, val_loss
-    final       test_acc, test_loss, val_acc, wall_s, data_load_s, init_process_group_s, train_s
+    final       test_acc, test_loss, val_acc, wall_s, data_load_s, init_process_group_s, train_s,
+                warmup_s (inside wall_s), startup_s (process start to the first step)
     resumed_from  where each resume picked up
     versions    python, torch, torchvision, mnist_hpc, git_commit, cuda, platform, argv, hostname
 

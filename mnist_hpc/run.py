@@ -64,6 +64,10 @@ class Run:
     history: list = field(default_factory=list)
     start_epoch: int = 0
     start_step: int = 0  # where the next epoch starts: not 0 only when resuming mid-epoch
+    cuda_graphs: bool = False  # the training step runs as CUDA graphs (graphs.use_graphs)
+    step: Optional[Callable] = None  # that graphed step; None: engine's eager step
+    warmup_s: float = 0.0  # the timed warm-up before epoch 0 (warmup.warm_up)
+    startup_s: Optional[float] = None  # process start to the first training step
 
     def write_metrics(self, status: str) -> None:
         if self.env.is_main:

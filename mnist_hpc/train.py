@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Optional
 
-from . import launcher, watchdog
+from . import launcher, startup, watchdog  # startup first: its fallback clock starts at import
 from .config import parse_args
 from .errors import (EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError,
                      describe)
@@ -61,6 +61,8 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
         # MPICH's MPI_Finalize (the MPI rendezvous runs it) leaves a SIGUSR1 handler of its
         # own that swallows the signal: take the preemption signals back
         install_signal_handlers(stop)
+        if config.deterministic:  # read by cuBLAS when CUDA starts: before torch loads
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         from . import dist, trainer  # torch loads here, once the config and the job are good
         with dist.session(config.device, config.backend, config.timeout, job=job) as env:
             joined = True

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import augment, checkpoint, data, dist, engine, files, results
+from . import augment, checkpoint, data, dist, engine, files, graphs, results, startup, warmup
 from .config import RunConfig, to_yaml
 from .errors import EXIT_OK, Preempted, describe
 from .launcher import DistEnv
@@ -100,7 +100,7 @@ def first_metrics(run: Run, hostnames: list[str]) -> dict:
         "batch": {"global": run.global_batch, "per_rank": run.global_batch / env.world_size,
                   "mode": config.batch_mode, "steps_per_epoch": run.steps_per_epoch,
                   "lr": run.recipe.lr, "precision": "bf16" if run.recipe.precision.dtype
-                  else "fp32"},
+                  else "fp32", "cuda_graphs": run.cuda_graphs},
         "samples": {}, "epochs": [], "final": {}, "resumed_from": [],
         "versions": results.versions() if env.is_main else {},
     }
@@ -111,6 +111,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     None when ``--resume auto`` names a run that completed (nothing to do)."""
     started = time.perf_counter()
     device = torch.device(env.device)
+    cuda_graphs = graphs.wanted(config, env, device)  # refused before anything is written
     global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank"
                                         else 1)
     splits = load_data(config, env, device, global_batch)
@@ -122,10 +123,10 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     log(env, f"Run directory: {run_dir}")
     hostnames = dist.all_gather_objects(socket.gethostname(), env)
     steps = data.steps_per_epoch(len(splits.train), global_batch, env.world_size)
-    recipe = build_recipe(config, device, steps, env.rank, env.world_size)
+    recipe = build_recipe(config, device, steps, env.rank, env.world_size, cuda_graphs)
     model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
     run = Run(config, env, device, splits, recipe, model, comm_timer, global_batch, steps,
-              run_dir, started, data_load_s, lock)
+              run_dir, started, data_load_s, lock, cuda_graphs=cuda_graphs)
     run.metrics = first_metrics(run, hostnames)
     if state is not None:
         run.resume(state)
@@ -165,7 +166,7 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> tuple[engine.EpochRe
     result = engine.train_one_epoch(
         run.model, batches, recipe.optimizer, recipe.loss_fn, env.world_size, recipe.precision,
         recipe.scheduler, should_stop=lambda step: run.should_stop(stop, first + step),
-        on_step=progress_printer(env, epoch, run.steps_per_epoch))
+        on_step=progress_printer(env, epoch, run.steps_per_epoch), graphed=run.step)
     engine.synchronize(run.device)
     return result, time.perf_counter() - started
 
@@ -219,6 +220,7 @@ def finish(run: Run) -> None:
         "wall_s": time.perf_counter() - run.started, "data_load_s": run.data_load_s,
         "init_process_group_s": run.env.init_s,
         "train_s": sum(e["train_s"] for e in run.metrics["epochs"]),
+        "warmup_s": run.warmup_s, "startup_s": run.startup_s,
     }
     log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
     run.write_metrics(COMPLETED)
@@ -232,6 +234,9 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
     if run is None:
         return EXIT_OK
     try:
+        run.step = graphs.step_for(run)
+        run.warmup_s = warmup.warm_up(run)
+        run.startup_s = startup.process_age_s()
         for epoch in range(run.start_epoch, config.epochs):
             run_epoch(run, epoch, stop)
         finish(run)

@@ -212,3 +212,21 @@ def test_a_flag_that_cannot_apply_is_refused(argv, message):
     with pytest.raises(UsageError) as refused:
         parse_args(argv)
     assert str(refused.value) == message
+
+
+def test_gpu_switches_parse_and_leave_the_recipe_hash_alone():
+    config = parse_args(["--cuda-graphs", "off", "--deterministic", "true"])
+    assert config.cuda_graphs == "off" and config.deterministic is True
+    assert RunConfig().cuda_graphs == "auto" and RunConfig().deterministic is False
+    # they change how the numbers are computed, not which: a run may resume with them changed
+    assert config.recipe_hash() == RunConfig().recipe_hash()
+    with pytest.raises(UsageError, match=r"^cuda_graphs must be one of auto, on, off, got 'yes'"):
+        parse_args(["--cuda-graphs", "yes"])
+
+
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_cuda_graphs_on_a_device_without_cuda_is_refused(device):
+    with pytest.raises(UsageError, match=r"^CUDA graphs need --device cuda, not "
+                                         rf"{device}; use --cuda-graphs auto or off$"):
+        parse_args(["--cuda-graphs", "on", "--device", device])
+    assert parse_args(["--cuda-graphs", "on", "--device", "cuda"]).cuda_graphs == "on"

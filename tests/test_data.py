@@ -201,3 +201,17 @@ def test_download_behind_a_proxy_that_never_answers_gives_up_with_where_to_put_t
     assert message == (f"downloading MNIST into {raw} failed (TimeoutError: timed out); copy "
                        f"the four MNIST .gz files into {raw} (this repo carries them in "
                        f"data/MNIST/raw/) or point --data-dir at a directory holding MNIST/raw/")
+
+
+@pytest.mark.parametrize("n, batch", [(48000, 2048), (12000, 2048), (10000, 2048), (999, 128),
+                                      (7, 3), (5, 8), (0, 4)])
+def test_balanced_eval_batches_cover_the_split_once_in_at_most_two_sizes(n, batch):
+    plain = list(data.eval_batches(n, batch))
+    balanced = list(data.eval_batches(n, batch, balanced=True))
+    covered = [i for part in balanced for i in range(part.start, part.stop)]
+    assert covered == list(range(n))
+    assert len(balanced) == len(plain)  # no more batches than the plain cut
+    sizes = {part.stop - part.start for part in balanced}
+    assert max(sizes, default=0) <= batch and (not sizes or max(sizes) - min(sizes) <= 1)
+    if n in (48000, 12000, 10000):
+        assert sizes == {2000}  # MNIST's splits: one evaluation shape on the GPU

@@ -76,6 +76,30 @@ def test_an_error_found_only_with_torch_is_still_one_line(tmp_path):
         "CUDA_VISIBLE_DEVICES"]
 
 
+def test_cuda_graphs_on_without_a_gpu_is_refused_with_one_line(tmp_path):
+    """--device auto finds no GPU here: the refusal comes once torch has looked, before any
+    run directory is made."""
+    result, _ = imported_modules(["--cuda-graphs", "on", "--limit", "64"], tmp_path,
+                                 CUDA_VISIBLE_DEVICES="")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [
+        "error: CUDA graphs need --device cuda; use --cuda-graphs auto or off"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_deterministic_runs_repeat_exactly_and_say_so(tmp_path):
+    histories = []
+    for name in ("first", "second"):
+        results = tmp_path / name
+        result = run_trainer(["--limit", "300", "--epochs", "1", "--deterministic", "true",
+                              "--results-dir", str(results)])
+        assert result.returncode == 0, result.stdout + result.stderr
+        run_dir = only_run_dir(results)
+        assert read_metrics(run_dir)["config"]["deterministic"] is True
+        histories.append(np.load(run_dir / "history.npy"))
+    assert np.array_equal(histories[0], histories[1])
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One short real run with --limit, started from an unrelated working directory."""
@@ -134,6 +158,9 @@ def test_metrics_json_records_the_run(smoke_run):
     final = metrics["final"]
     assert 0 <= final["test_acc"] <= 100 and final["wall_s"] > final["train_s"] > 0
     assert final["data_load_s"] > 0
+    # a CPU run has no one-time GPU work to warm up; startup_s counts from the process start
+    assert final["warmup_s"] == 0.0 and 0 < final["startup_s"]
+    assert metrics["batch"]["cuda_graphs"] is False and metrics["batch"]["precision"] == "fp32"
     versions = metrics["versions"]
     assert versions["torch"] and versions["python"] and versions["hostname"]
     json.dumps(metrics)

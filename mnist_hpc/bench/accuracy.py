@@ -32,6 +32,7 @@ def bench_time_to_accuracy(name: str, settings: Settings, log: Callable[[str], N
     return {"config": {k: v for k, v in config.to_dict().items()
                        if k not in ("data_dir", "results_dir")},
             "precision": "bf16" if result["precision"].dtype else "fp32",
+            "cuda_graphs": result["cuda_graphs"],
             "data_load_s": data_load_s,
             "train_s": result["train_s"], "eval_s": result["eval_s"],
             "train_samples_per_s": result["samples"] / result["train_s"],

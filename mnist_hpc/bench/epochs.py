@@ -33,6 +33,7 @@ def package_epochs(settings: Settings, epochs: int) -> dict:
     return {"wall_s": time.perf_counter() - start, "data_load_s": data_load_s,
             "train_s": result["train_s"], "eval_s": result["eval_s"],
             "train_samples_per_s": result["samples"] / result["train_s"], "history": history,
+            "cuda_graphs": result["cuda_graphs"],
             "config": {k: config.to_dict()[k] for k in ("model", "precision", "channels_last",
                                                         "eval_batch_size", "compile")}}
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from .. import augment, data, engine, recipe
+from .. import augment, data, engine, graphs, recipe
 from ..config import RunConfig, parse_args, replace
 from ..launcher import DistEnv
 from .settings import Settings
@@ -33,11 +33,16 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
     ``evaluations`` ``evals_per_epoch`` times per epoch.
 
     Training and evaluation are timed apart, each between synchronisations; the first time
-    ``target_split`` accuracy reaches each target, the clocks so far are recorded.
+    ``target_split`` accuracy reaches each target, the clocks so far are recorded. Where train
+    would capture CUDA graphs, so does this, inside the first training clock.
     """
     env = DistEnv(device=str(device))
     n_steps = data.steps_per_epoch(len(train_split), config.batch_size, 1)
-    run = recipe.build(config, device, n_steps)
+    graphed = graphs.use_graphs(config.cuda_graphs, device.type, config.optimizer, 1, None,
+                                config.compile)
+    run = recipe.build(config, device, n_steps, graphs=graphed)
+    step = (graphs.GraphedStep(run.model, run.optimizer, run.loss_fn, 1, run.precision, device)
+            if graphed else None)
     chunk = math.ceil(n_steps / evals_per_epoch)
     train_s = eval_s = 0.0
     samples = steps_done = 0
@@ -55,7 +60,7 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
             t0 = time.perf_counter()
             result = engine.train_one_epoch(run.model, itertools.islice(batches, chunk),
                                             run.optimizer, run.loss_fn, 1, run.precision,
-                                            run.scheduler)
+                                            run.scheduler, graphed=step)
             engine.synchronize(device)
             t1 = time.perf_counter()
             train_s += t1 - t0
@@ -80,4 +85,5 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
                                         "epoch": record["epoch"],
                                         "test_acc": record[target_split]["acc"]}
     return {"train_s": train_s, "eval_s": eval_s, "samples": samples, "steps": steps_done,
-            "evals": evals, "reached": reached, "precision": run.precision}
+            "evals": evals, "reached": reached, "precision": run.precision,
+            "cuda_graphs": graphed}

@@ -16,14 +16,16 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from .. import data, engine
+from .. import data, engine, graphs
 from ..errors import UsageError
 from ..models import MNISTClassifier
 from . import notebook
 from .settings import SEED, Settings
 
 THROUGHPUT_CASES = ("notebook", "loader", "device", "device_cl", "bf16_cl", "compiled")
-CUDA_CASES = ("bf16_cl_2048", "compiled_2048")  # larger batches only pay off on a GPU
+# larger batches, CUDA graphs and max-autotune only pay off (or only run) on a GPU
+CUDA_CASES = ("bf16_cl_2048", "compiled_2048", "graphed_256", "graphed_bf16_256", "graphed_512",
+              "graphed_bf16_512", "graphed_compiled_2048", "max_autotune_2048")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Case:
     dtype: Optional[torch.dtype] = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: Optional[str] = None  # torch.compile's mode (None: its default)
+    graphs: bool = False  # the step captured in CUDA graphs (graphs.GraphedStep)
 
 
 CASES = {case.name: case for case in (
@@ -52,6 +56,17 @@ CASES = {case.name: case for case in (
          channels_last=True),
     Case("compiled_2048", "as compiled, batch 2048", batch_size=2048, dtype=torch.bfloat16,
          channels_last=True, compile=True),
+    Case("graphed_256", "as device_cl, CUDA graphs, batch 256", batch_size=256,
+         channels_last=True, graphs=True),
+    Case("graphed_bf16_256", "as bf16_cl, CUDA graphs, batch 256", batch_size=256,
+         dtype=torch.bfloat16, channels_last=True, graphs=True),
+    Case("graphed_512", "as device_cl, CUDA graphs", channels_last=True, graphs=True),
+    Case("graphed_bf16_512", "as bf16_cl, CUDA graphs", dtype=torch.bfloat16,
+         channels_last=True, graphs=True),
+    Case("graphed_compiled_2048", "as compiled_2048, in CUDA graphs", batch_size=2048,
+         dtype=torch.bfloat16, channels_last=True, compile=True, graphs=True),
+    Case("max_autotune_2048", "as compiled_2048, mode max-autotune", batch_size=2048,
+         dtype=torch.bfloat16, channels_last=True, compile=True, compile_mode="max-autotune"),
 )}
 
 Runner = Callable[[int], int]  # run(steps) -> samples trained
@@ -87,10 +102,13 @@ def _package_runner(case: Case, n_full: int, splits: data.MNISTSplits,
     torch.manual_seed(SEED)
     memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
     raw_model = MNISTClassifier().to(device, memory_format=memory_format)
-    model = torch.compile(raw_model) if case.compile else raw_model
+    model = torch.compile(raw_model, mode=case.compile_mode) if case.compile else raw_model
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=notebook.LR)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")  # engine divides by the global batch
     precision = engine.Precision(dtype=case.dtype, channels_last=case.channels_last)
+    # captured at its first call, in the untimed warm-up
+    step = (graphs.GraphedStep(model, optimizer, loss_fn, 1, precision, device) if case.graphs
+            else None)
     steps_of_epoch = [s.local for s in data.train_steps(len(train_split), batch, 0, 1, SEED, 0,
                                                         shuffle=False)][:n_full]
 
@@ -109,7 +127,7 @@ def _package_runner(case: Case, n_full: int, splits: data.MNISTSplits,
     def run(steps: int) -> int:
         torch.backends.cudnn.benchmark = True
         result = engine.train_one_epoch(model, itertools.islice(batches, steps), optimizer,
-                                        loss_fn, 1, precision)
+                                        loss_fn, 1, precision, graphed=step)
         return result.samples
 
     return run
@@ -154,6 +172,7 @@ def bench_throughput(names: list[str], splits: data.MNISTSplits, settings: Setti
         out[name] = {"description": case.description, "batch_size": case.batch_size,
                      "loader": case.loader, "precision": "bf16" if case.dtype else "fp32",
                      "channels_last": case.channels_last, "compile": case.compile,
+                     "compile_mode": case.compile_mode, "cuda_graphs": case.graphs,
                      "steps": steps, "samples": steps * case.batch_size}
         try:
             runner = _step_runner(case, splits, train_split, settings)
