@@ -15,7 +15,7 @@ import torch
 
 from .errors import UsageError
 from .files import atomic_write
-from .results import CHECKPOINT, find_resumable
+from .results import CHECKPOINT, check_not_completed, find_resumable
 
 FORMAT = 1
 
@@ -66,14 +66,17 @@ def load(path: Path) -> dict:
 def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Path]:
     """The run directory to continue, or None to start fresh (``auto`` without a checkpoint).
 
-    RUN_DIR: that directory; ``latest``: the newest checkpointed run under results_dir;
-    ``auto``: results_dir/run_id if it holds a checkpoint (how a requeued job continues).
+    RUN_DIR: that directory; ``latest``: the newest checkpointed unfinished run under
+    results_dir; ``auto``: results_dir/run_id if it holds a checkpoint (how a requeued job
+    continues). A completed run is never changed: resuming one is a UsageError (the entry
+    point answers ``auto`` of a completed run with ``results.completed_message``, exit 0).
     """
     if resume == "auto":
         if run_id is None:
             raise UsageError("--resume auto needs --run-id (the name the job reuses when it "
                              "is requeued), e.g. --run-id slurm-$SLURM_JOB_ID")
         candidate = Path(results_dir) / run_id
+        check_not_completed(candidate)  # the entry point exits 0 before, on completed_message
         return candidate if (candidate / CHECKPOINT).is_file() else None
     if resume == "latest":
         found = find_resumable(results_dir)
@@ -82,6 +85,7 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
                              f"under {results_dir}; pass --results-dir or a run directory")
         return found
     run_dir = Path(resume).expanduser().resolve()
+    check_not_completed(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
         raise UsageError(f"--resume {resume}: no {CHECKPOINT} in {run_dir}; give a run "
                          f"directory that holds one, or latest")

@@ -20,7 +20,8 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import UsageError
-from .files import PACKAGE_DIR, REPO_DIR, UsageParser, check_name, parse_duration, read_yaml
+from .files import (PACKAGE_DIR, REPO_DIR, UsageParser, check_name, check_path, parse_duration,
+                    read_yaml, short)
 
 PRESETS_DIR = PACKAGE_DIR / "presets"
 
@@ -99,21 +100,21 @@ class RunConfig:
         for name in FLOAT_FIELDS:  # nan passes every comparison below, and inf breaks timers
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise UsageError(f"{name} must be a finite number, got {value!r}")
+                raise UsageError(f"{name} must be a finite number, got {short(value)}")
         for name, options in CHOICES.items():
             value = getattr(self, name)
             if value not in options:
-                raise UsageError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+                raise UsageError(f"{name} must be one of {', '.join(options)}, got {short(value)}")
         positive = ("lr", "batch_size", "epochs", "timeout",
                     "bucket_cap_mb", "stop_check_every")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise UsageError(f"{name} must be > 0, got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be > 0, got {short(getattr(self, name))}")
         for name in ("limit", "checkpoint_every", "time_limit", "eval_batch_size", "log_every",
                      "profile"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise UsageError(f"{name} must be > 0 (or left unset), got {value!r}")
+                raise UsageError(f"{name} must be > 0 (or left unset), got {short(value)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if not 0.0 < self.warmup_fraction < 1.0:
@@ -124,20 +125,27 @@ class RunConfig:
             raise UsageError(f"momentum must be >= 0, got {self.momentum!r}")
         for name in ("seed", "split_seed"):  # the trainer derives per-rank and per-epoch seeds
             if not 0 <= getattr(self, name) < 2**32:
-                raise UsageError(f"{name} must be in [0, 2**32), got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be in [0, 2**32), got {short(getattr(self, name))}")
         if self.timeout > MAX_TIMEOUT:
             raise UsageError(f"timeout must be at most {MAX_TIMEOUT} seconds (a week), "
                              f"got {self.timeout!r}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise UsageError(f"betas must be two numbers in [0, 1), got {list(self.betas)!r}")
+            raise UsageError(f"betas must be two numbers in [0, 1), got {short(list(self.betas))}")
         if self.run_id is not None:
             check_name(self.run_id, "run_id")
         if self.straggler_threshold < 1.0:
             raise UsageError(f"straggler_threshold must be >= 1 (a multiple of the median "
-                             f"compute time), got {self.straggler_threshold!r}")
+                             f"compute time), got {short(self.straggler_threshold)}")
         if self.profile is not None and self.epochs < 2:
             raise UsageError(f"profile records steps of the second epoch, but epochs is "
                              f"{self.epochs}; give --epochs 2 or more")
+        # flags that cannot apply are refused, not ignored
+        if self.resume_force and self.resume is None:
+            raise UsageError("--resume-force applies only with --resume; drop it, or resume a "
+                             "run with --resume RUN_DIR")
+        if self.run_id is not None and self.resume not in (None, "auto"):
+            raise UsageError(f"--run-id names a new run, but --resume {short(self.resume)} "
+                             f"continues an existing one; drop --run-id, or use --resume auto")
 
     def eval_batch_for(self, device_type: str) -> int:
         """The evaluation batch size, with the per-device default applied."""
@@ -190,7 +198,7 @@ def _coerce(name: str, value: Any) -> Any:
     }[base]
     if not ok:
         expected = {tuple: "a list of numbers"}.get(base, base.__name__)
-        raise UsageError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+        raise UsageError(f"{name} must be {expected}, got {type(value).__name__} {short(value)}")
     if base is float:
         return float(value)
     if base is tuple:
@@ -201,7 +209,7 @@ def _coerce(name: str, value: Any) -> Any:
 def _unknown_key(key: str, source: str) -> UsageError:
     close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELD_NAMES)}"
-    return UsageError(f"unknown key {key!r} in {source}{hint}")
+    return UsageError(f"unknown key {short(key)} in {source}{hint}")
 
 
 def preset_names() -> list[str]:
@@ -218,7 +226,8 @@ def resolve_config_path(name_or_path: str) -> Path:
         return candidate
     preset = PRESETS_DIR / f"{name_or_path}.yaml"
     if not preset.is_file():
-        raise UsageError(f"no preset named {name_or_path!r}; presets: {', '.join(preset_names())} "
+        raise UsageError(f"no preset named {short(name_or_path)}; "
+                         f"presets: {', '.join(preset_names())} "
                          "(or give a path to a .yaml file)")
     return preset
 
@@ -252,7 +261,7 @@ def _time_limit(text: str) -> float:
     try:
         return parse_duration(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"time limit {text!r} is not seconds or H:MM:SS")
+        raise argparse.ArgumentTypeError(f"time limit {short(text)} is not seconds or H:MM:SS")
 
 
 def _bool(text: str) -> bool:
@@ -261,7 +270,7 @@ def _bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+    raise argparse.ArgumentTypeError(f"{short(text)} is not a boolean (true/false)")
 
 
 # CLI flag -> (field, type, help). Defaults are not repeated here: --help prints them from
@@ -328,9 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[list[str]] = None) -> RunConfig:
     """CLI -> RunConfig. Raises UsageError on any bad input."""
     args = vars(build_parser().parse_args(argv))
+    check_path(args["config"], "--config")
     path = resolve_config_path(args.pop("config"))
     values = load_yaml(path)
     values.update({k: v for k, v in args.items() if v is not None})
+    for key in ("data_dir", "results_dir", "resume"):
+        if isinstance(values.get(key), str):
+            check_path(values[key], key)
     for key in ("data_dir", "results_dir"):
         if key in values and isinstance(values[key], str):
             values[key] = str(Path(values[key]).expanduser().resolve())

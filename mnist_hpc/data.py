@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from .errors import UsageError
 from .files import atomic_write
+from .watchdog import interruptible
 
 # name -> (md5 of the uncompressed file, idx magic number, item count). Content is checked by
 # the uncompressed md5: one .gz here was re-compressed, so its own md5 differs from torchvision's.
@@ -30,8 +32,13 @@ FILES = {
     "t10k-labels-idx1-ubyte": ("27ae3e4e09519cfbb04c329615203637", 2049, 10000),
 }
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics, for --normalize
-_FIX = ("copy the four MNIST .gz files into {raw} (this repo carries them in data/MNIST/raw/), "
-        "point --data-dir at a directory holding MNIST/raw/, or pass --download")
+# seconds one network operation of --download (connect, a proxy's answer, one read) may
+# wait: a proxy or mirror that never answers would otherwise hold the job until walltime.
+# torchvision tries two mirrors per file and gives up at the first file that fails.
+DOWNLOAD_TIMEOUT_S = 20.0
+_PLACE = ("copy the four MNIST .gz files into {raw} (this repo carries them in "
+          "data/MNIST/raw/) or point --data-dir at a directory holding MNIST/raw/")
+_FIX = _PLACE + ", or pass --download"
 
 
 @dataclass(frozen=True)
@@ -125,14 +132,23 @@ def read_file(data_dir: str | Path, name: str) -> Optional[bytes]:
 
 
 def _download(data_dir: Path) -> None:
+    """torchvision's MNIST download, every network wait bounded by DOWNLOAD_TIMEOUT_S;
+    SIGTERM and SIGINT end the process meanwhile (nothing has been trained yet)."""
     import torchvision  # only here: the default path never needs torchvision
 
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        for train in (True, False):
-            torchvision.datasets.MNIST(root=str(data_dir), train=train, download=True)
+        with interruptible():
+            for train in (True, False):
+                torchvision.datasets.MNIST(root=str(data_dir), train=train, download=True)
     except Exception as exc:  # any network or disk failure becomes the same one-line advice
+        first_line = (str(exc).strip().splitlines() or [""])[0].rstrip(":")
         raise UsageError(f"downloading MNIST into {raw_dir(data_dir)} failed "
-                         f"({type(exc).__name__}: {exc}); " + _FIX.format(raw=raw_dir(data_dir)))
+                         f"({type(exc).__name__}: {first_line}); "
+                         + _PLACE.format(raw=raw_dir(data_dir)))
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
 
 
 def _parse(name: str, data: bytes) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 
 from .errors import UsageError
-from .launcher import DistEnv, cpu_threads, detect, rendezvous
+from .launcher import DistEnv, cpu_threads
+from .watchdog import deadline, find_job
 
 T = TypeVar("T")
 
@@ -61,14 +62,19 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
             environ: Optional[Mapping[str, str]] = None,
             job: Optional[DistEnv] = None) -> Iterator[DistEnv]:
     """Detect, bind the device, start the process group with a timeout; always tear it down.
-    ``job``: this process's place as ``launcher.rendezvous`` found it already (the trainer
-    finds it before torch loads); found here when not given."""
+    ``job``: this process's place as ``watchdog.find_job`` found it already (the trainer
+    finds it before torch loads); found here when not given.
+
+    Every wait before training (the MPI broadcast of rank 0's address, the store connection
+    and ``init_process_group``) ends within ``timeout_s``, or the process exits 1 with a line
+    naming the wait; SIGTERM and SIGINT end it meanwhile (see ``watchdog.deadline``)."""
     environ = os.environ if environ is None else environ
-    env = job if job is not None else rendezvous(detect(environ), environ)
+    env = job if job is not None else find_job(environ, timeout_s)
     torch_device = pick_device(device, env, environ)
     env = replace(env, device=str(torch_device))
+    chosen = pick_backend(backend, torch_device)  # refuses nccl without CUDA, even alone
     if env.distributed:
-        env = replace(env, backend=pick_backend(backend, torch_device))
+        env = replace(env, backend=chosen)
         started = time.perf_counter()
         kwargs: dict[str, Any] = {}
         if env.launcher == "torchrun":
@@ -77,9 +83,15 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
             init_method = f"tcp://{env.master_addr}:{env.master_port}"
         if torch_device.type == "cuda":
             kwargs["device_id"] = torch_device
-        dist.init_process_group(env.backend, init_method=init_method, rank=env.rank,
-                                world_size=env.world_size, timeout=timedelta(seconds=timeout_s),
-                                **kwargs)
+        where = f"{env.master_addr}:{env.master_port}"
+        with deadline(timeout_s, f"rank {env.rank}: rendezvous with {where} did not complete "
+                                 f"within --timeout {timeout_s:g} s; check that every rank "
+                                 f"started and that MASTER_ADDR:MASTER_PORT ({where}) is rank "
+                                 f"0's host and a port no other program holds, or raise "
+                                 f"--timeout", env.launcher):
+            dist.init_process_group(env.backend, init_method=init_method, rank=env.rank,
+                                    world_size=env.world_size,
+                                    timeout=timedelta(seconds=timeout_s), **kwargs)
         env = replace(env, init_s=time.perf_counter() - started)
     try:
         yield env

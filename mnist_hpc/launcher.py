@@ -292,3 +292,13 @@ def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
     if allowed < (os.cpu_count() or allowed):
         return allowed
     return max(1, allowed // local_world_size)
+
+
+def detect_leniently(environ: Mapping[str, str]) -> DistEnv:
+    """``detect`` for printing bad-input errors once, before anything else is known: an
+    environment too broken to name a rank counts as one process (rank 0), whose error must
+    be printed; a process without a valid rank is most likely alone."""
+    try:
+        return detect(environ)
+    except UsageError:
+        return DistEnv()

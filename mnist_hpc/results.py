@@ -7,6 +7,8 @@ Only rank 0 calls the writers here; nothing here computes a metric.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
 import os
 import platform
@@ -17,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 import numpy as np
 
@@ -27,6 +29,9 @@ from .errors import UsageError
 
 HISTORY_COLUMNS = ("train_acc", "train_loss", "val_acc", "val_loss")
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"  # held by the run that owns the directory; names it (host, pid)
+# filesystems without locks (Lustre mounted without -o flock, some NFS set-ups)
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def new_run_id() -> str:
@@ -55,13 +60,71 @@ def create_run_dir(results_dir: str | Path, run_id: Optional[str], reuse: bool =
         except FileExistsError:
             if run_id is None:
                 continue
-            if reuse and run_dir.is_dir() and metrics.status(run_dir) != "completed":
-                return run_dir
             if reuse and run_dir.is_dir():
-                raise UsageError(f"run {run_dir} completed already; choose another --run-id")
+                check_not_completed(run_dir)
+                return run_dir
             raise UsageError(f"run directory {run_dir} exists already; choose another "
                              f"--run-id, or continue it with --resume {run_dir}")
+        except OSError as exc:
+            raise UsageError(f"cannot create run directory {run_dir} ({exc.strerror}); "
+                             f"choose another --run-id or --results-dir")
     raise UsageError(f"could not create a unique run directory under {root}")
+
+
+def lock_run_dir(run_dir: Path) -> IO[str]:
+    """Own ``run_dir`` for the life of this process: an exclusive ``flock`` on its lock file.
+    Rank 0 calls it once it knows the directory and keeps the handle open until the run ends.
+    The kernel drops the lock when the process dies, however it dies, so a crashed run never
+    blocks the next one. A directory owned by another live run is a UsageError naming it.
+
+    Owning the directory, the run removes the temporary files (``.NAME.XXXX.tmp``) that a run
+    killed during an atomic write left behind: no live writer can own them any more."""
+    path = Path(run_dir) / LOCK
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise UsageError(f"cannot open {path} ({exc.strerror}); pass --results-dir with a "
+                         f"directory you can write to")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read(200).strip() or "an unknown process"
+        handle.close()
+        raise UsageError(f"run directory {run_dir} is in use by another run ({owner}); wait "
+                         f"for it to end, or start a new run with another --run-id")
+    except OSError as exc:
+        if exc.errno not in _NO_LOCKS:
+            handle.close()
+            raise
+        print(f"warning: cannot lock {path} ({exc.strerror}): this filesystem has no locks, "
+              f"so make sure no other run uses {run_dir}", file=sys.stderr, flush=True)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+    handle.flush()
+    for stale in Path(run_dir).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    return handle
+
+
+def check_not_completed(run_dir: Path) -> None:
+    """A completed run is never changed: resuming or reusing it is refused."""
+    if metrics.status(run_dir) == metrics.COMPLETED:
+        raise UsageError(f"run {run_dir} completed; nothing to resume; start a new run with "
+                         f"another --run-id")
+
+
+def completed_message(resume: Optional[str], results_dir: str | Path,
+                      run_id: Optional[str]) -> Optional[str]:
+    """What to print, exiting 0, when ``--resume auto`` names a run that completed: the job
+    that runs again (a requeue, a rerun script) has nothing to do. None otherwise."""
+    if resume != "auto" or run_id is None:
+        return None
+    run_dir = Path(results_dir) / run_id
+    if metrics.status(run_dir) != metrics.COMPLETED:
+        return None
+    return f"Run {run_dir} is complete; nothing to do (start a new run with another --run-id)"
 
 
 def find_resumable(results_dir: str | Path) -> Optional[Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import IO, Callable, Optional
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ class Run:
     run_dir: Path
     started: float  # perf_counter at the start, for the wall time
     data_load_s: float
+    lock: Optional[IO]  # rank 0's hold on the run directory, released when the process ends
     metrics: dict = field(default_factory=dict)  # what metrics.json holds
     history: list = field(default_factory=list)
     start_epoch: int = 0

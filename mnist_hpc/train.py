@@ -13,27 +13,17 @@ import sys
 import threading
 from typing import Optional
 
-from . import launcher, ranklog
+from . import launcher, ranklog, watchdog
 from .config import parse_args
 from .errors import (EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError,
                      describe)
 from .stop import StopRequest, install_signal_handlers, restore_signal_handlers
 
 
-def _rank_for_messages() -> int:
-    """The global rank for printing bad-input errors once, before dist is up. A launcher
-    environment too broken to name a rank counts as rank 0: its error must be printed, and a
-    process without a valid rank is most likely alone."""
-    try:
-        return launcher.detect(os.environ).rank
-    except UsageError:
-        return 0
-
-
-def _hard_exit_after(seconds: float, code: int) -> threading.Timer:
+def _hard_exit_after(seconds: float, code: int, launcher_name: str) -> threading.Timer:
     """If teardown hangs (a dead peer, a stuck NCCL communicator), exit anyway: a failed
     rank must end the job, not idle until walltime (pytorch/pytorch#97191)."""
-    timer = threading.Timer(seconds, lambda: os._exit(code))
+    timer = threading.Timer(seconds, lambda: watchdog.exit_now(code, launcher_name))
     timer.daemon = True
     timer.start()
     return timer
@@ -55,7 +45,7 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
     """Train; return the exit code. ``keep_signal_handlers``: the process ends right after,
     so a launcher's SIGTERM to the slower ranks (srun --kill-on-bad-exit, once the first
     rank has exited 75) must not kill them during teardown and turn 75 into 143."""
-    rank = _rank_for_messages()
+    rank = launcher.detect_leniently(os.environ).rank
     try:
         config = parse_args(argv)
     except UsageError as exc:
@@ -66,7 +56,7 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
     previous_handlers = install_signal_handlers(stop)
     joined, hard_exit = False, None
     try:
-        job = launcher.rendezvous(launcher.detect(os.environ), os.environ)
+        job = watchdog.find_job(os.environ, config.timeout)
         rank = job.rank
         # MPICH's MPI_Finalize (the MPI rendezvous runs it) leaves a SIGUSR1 handler of its
         # own that swallows the signal: take the preemption signals back
@@ -78,7 +68,7 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
                 return trainer.train(config, env, stop)
             except BaseException as exc:
                 # armed before the process group's teardown, which can hang on a dead peer
-                hard_exit = _hard_exit_after(60, exit_code(exc))
+                hard_exit = _hard_exit_after(60, exit_code(exc), job.launcher)
                 raise
     except UsageError as exc:
         if rank == 0:
@@ -116,6 +106,10 @@ def main_exit() -> None:
     rank whose training had completed) and turn a finished run into a failed job. Only
     successful runs take this exit."""
     code = main(keep_signal_handlers=True)
+    if code == EXIT_FAILURE:
+        # its line is printed: under mpiexec a rank that merely exits leaves a stopped peer
+        # (and so the job) waiting for ever; dying by a signal makes hydra end every rank
+        watchdog.end_job_on_failure(launcher.detect_leniently(os.environ).launcher)
     if code != EXIT_OK:
         # a failing rank exits normally: the slower shutdown lets every rank print its one
         # line before mpiexec kills the job on the first non-zero exit

@@ -11,7 +11,7 @@ import dataclasses
 import socket
 import time
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 import torch
 from torch import nn
@@ -41,22 +41,32 @@ def load_data(config: RunConfig, env: DistEnv, device: torch.device,
                                val=splits.val.to(device), test=splits.test.to(device))
 
 
-def open_run_dir(config: RunConfig) -> tuple[str, Optional[dict]]:
-    """Rank 0's part: create (or reopen, to resume) the run directory, read the checkpoint."""
+def open_run_dir(config: RunConfig) -> tuple[str, Optional[dict], Optional[str], Optional[IO]]:
+    """Rank 0's part: create (or reopen, to resume) the run directory and own it (a lock held
+    for the life of the run), read the checkpoint. A completed run named by ``--resume auto``
+    is left as it is: the third value says so."""
+    done = results.completed_message(config.resume, config.results_dir, config.run_id)
+    if done is not None:
+        return "", None, done, None
     resume_dir = (checkpoint.resolve(config.resume, config.results_dir, config.run_id)
                   if config.resume else None)
     if resume_dir is None:
-        return str(results.create_run_dir(config.results_dir, config.run_id,
-                                          reuse=config.resume == "auto")), None
-    return str(resume_dir), checkpoint.load(resume_dir / results.CHECKPOINT)
+        run_dir = results.create_run_dir(config.results_dir, config.run_id,
+                                         reuse=config.resume == "auto")
+        return str(run_dir), None, None, results.lock_run_dir(run_dir)
+    lock = results.lock_run_dir(resume_dir)
+    return str(resume_dir), checkpoint.load(resume_dir / results.CHECKPOINT), None, lock
 
 
-def prepare_run_dir(config: RunConfig, env: DistEnv) -> tuple[Path, Optional[dict]]:
-    """The run directory and the checkpoint to resume from, if any: rank 0 finds both and
-    every rank receives them, so no rank needs the shared filesystem to resume."""
-    found = dist.agree(env, lambda: open_run_dir(config) if env.is_main else ("", None))
-    run_dir, state = dist.broadcast_object(found, env)
-    return Path(run_dir), state
+def prepare_run_dir(config: RunConfig, env: DistEnv
+                    ) -> tuple[Path, Optional[dict], Optional[str], Optional[IO]]:
+    """The run directory, the checkpoint to resume from and whether the run is complete
+    already: rank 0 finds them and every rank receives them, so no rank needs the shared
+    filesystem to resume. Rank 0 also returns its lock on the directory (None elsewhere)."""
+    found = dist.agree(env, lambda: open_run_dir(config) if env.is_main
+                       else ("", None, None, None))
+    run_dir, state, done = dist.broadcast_object(found[:3], env)
+    return Path(run_dir), state, done, found[3]
 
 
 def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
@@ -97,22 +107,26 @@ def first_metrics(run: Run, hostnames: list[str]) -> dict:
     }
 
 
-def start_run(config: RunConfig, env: DistEnv) -> Run:
-    """Data, run directory, model and optimizer (restored when resuming), first records."""
+def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
+    """Data, run directory, model and optimizer (restored when resuming), first records;
+    None when ``--resume auto`` names a run that completed (nothing to do)."""
     started = time.perf_counter()
     device = torch.device(env.device)
     global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank"
                                         else 1)
     splits = load_data(config, env, device, global_batch)
     data_load_s = time.perf_counter() - started
-    run_dir, state = prepare_run_dir(config, env)
+    run_dir, state, done, lock = prepare_run_dir(config, env)
+    if done is not None:
+        log(env, done)
+        return None
     log(env, f"Run directory: {run_dir}")
     hostnames = dist.all_gather_objects(socket.gethostname(), env)
     steps = data.steps_per_epoch(len(splits.train), global_batch, env.world_size)
     recipe = build_recipe(config, device, steps, env.rank, env.world_size)
     model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
     run = Run(config, env, device, splits, recipe, model, comm_timer, global_batch, steps,
-              run_dir, started, data_load_s)
+              run_dir, started, data_load_s, lock)
     run.observer = Observer(config, env, device, run_dir, recipe, comm_timer,
                             data.to_input(splits.train.images[:2], recipe.precision.normalize,
                                           recipe.precision.channels_last))
@@ -225,6 +239,8 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
     """Set up, loop over the epochs, finish. Returns EXIT_OK; raises Preempted when a stop
     request ended the run (checkpoint written) and whatever else failed (recorded)."""
     run = start_run(config, env)
+    if run is None:
+        return EXIT_OK
     try:
         for epoch in range(run.start_epoch, config.epochs):
             run_epoch(run, epoch, stop)

@@ -135,6 +135,20 @@ def existing_run(tmp: Path) -> None:
     (tmp / "results" / "taken").mkdir(parents=True)
 
 
+def completed_run(tmp: Path) -> None:
+    (tmp / "results" / "done").mkdir(parents=True)
+    (tmp / "results" / "done" / "metrics.json").write_text('{"status": "completed"}\n')
+    (tmp / "results" / "done" / "checkpoint.pt").write_bytes(b"the last epoch's checkpoint")
+
+
+def alias_bomb() -> str:
+    """A "billion laughs": 9 nested aliases of 9 items each under a list-valued key."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefg", "bcdefgh"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines + ["betas: [" + ",".join(["*h"] * 9) + "]"]) + "\n"
+
+
 TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
 
 CASES = {
@@ -174,10 +188,38 @@ CASES = {
     "yaml list": Case(["--config", "{tmp}/config.yaml"],
                       r"config file \S+ must hold a mapping of keys to values, not a list$",
                       setup=yaml_file("- lr\n- 0.01\n")),
+    "yaml alias bomb": Case(["--config", "{tmp}/config.yaml"],
+                            r"config file \S+config\.yaml holds more than 100,000 values, "
+                            r"counting each alias as the values it stands for",
+                            setup=yaml_file(alias_bomb())),
+    "yaml 10 MB value": Case(["--config", "{tmp}/config.yaml"],
+                             r"^error: model must be one of seed, cnn, resnet, vit, got "
+                             r"'x{20,40}\.\.\.x{20,40}'$",
+                             setup=yaml_file("model: " + "x" * 10_000_000 + "\n")),
+    "yaml 5000-digit number": Case(["--config", "{tmp}/config.yaml"],
+                                   r"config file \S+ holds a value YAML cannot read \('Exceeds "
+                                   r"the limit .*\); fix the file$",
+                                   setup=yaml_file("epochs: " + "9" * 5000 + "\n")),
+    "yaml nested too deeply": Case(["--config", "{tmp}/config.yaml"],
+                                   r"config file \S+ is nested too deeply to read",
+                                   setup=yaml_file("[" * 5000)),
     "config file missing": Case(["--config", "{tmp}/nowhere.yaml"],
                                 r"config file '\S+nowhere\.yaml' does not exist; give a YAML "
                                 r"path or a preset: "),
     "unknown preset": Case(["--config", "fastest"], r"no preset named 'fastest'; presets: .*seed"),
+    "run id too long": Case(["--run-id", "a" * 200], r"run_id 'a+\.\.\.a+' is 200 characters "
+                                                   r"long; use at most 128$"),
+    "path too long": Case([*FAST, "--data-dir", "/tmp/" + "d" * 5000],
+                          r"data_dir '/tmp/d+\.\.\.d+': File name too long; give a path you can "
+                          r"read$"),
+    "huge flag value": Case(["--lr", "9" * 100_000 + "x"],
+                            r"argument --lr: invalid float value: '9+\.\.\. \(see python"),
+    "resume-force without resume": Case(["--resume-force"], r"--resume-force applies only with "
+                                                          r"--resume; drop it"),
+    "nccl on a cpu process": pytest.param(
+        Case([*FAST, "--backend", "nccl"], r"--backend nccl needs CUDA devices, but this rank "
+                                           r"uses cpu; use --backend gloo$"),
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
     # --- the data directory ---
     "data dir missing": Case([*FAST, "--data-dir", "{tmp}/nowhere"],
                              r"data directory \S+nowhere does not exist; copy the four MNIST"),
@@ -253,6 +295,14 @@ CASES = {
                                        r"--resume latest found no unfinished run with a "
                                        r"checkpoint\.pt under \S+results",
                                        setup=run_without_checkpoint),
+    "run id with resume of a directory": Case([*FAST, "--resume", "{results}/old-run",
+                                               "--run-id", "new"],
+                                              r"--run-id names a new run, but --resume \S+ "
+                                              r"continues an existing one; drop --run-id",
+                                              setup=run_without_checkpoint),
+    "resume a completed run": Case([*FAST, "--resume", "{results}/done"],
+                                   r"run \S+done completed; nothing to resume; start a new run "
+                                   r"with another --run-id$", setup=completed_run),
     "existing run id": Case([*FAST, "--results-dir", "{results}", "--run-id", "taken"],
                             r"run directory \S+results/taken exists already; choose another "
                             r"--run-id, or continue it with --resume \S+taken$",
@@ -265,19 +315,30 @@ def case_values(name: str) -> Case:
     return value.values[0] if hasattr(value, "values") else value
 
 
-def run_case(name: str, tmp: Path) -> subprocess.CompletedProcess:
+def written(tmp: Path) -> dict:
+    """Every file (with its size and modification time) and folder below the case's folder
+    but the data copy, whose decompressed cache the trainer may add. A folder's own time
+    changes with the results directory's write probe, which leaves nothing behind."""
+    return {str(p): None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in tmp.rglob("*") if (tmp / "data") not in p.parents and p != tmp / "data"}
+
+
+def run_case(name: str, tmp: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """The case's outcome, and what its folder held before and after the run."""
     case = case_values(name)
     if case.setup is not None:
         case.setup(tmp)
+    before = written(tmp)
     args = [a.format(tmp=tmp, data=tmp / "data", results=tmp / "results") for a in case.args]
     if "--results-dir" not in args:  # never write into the repository's results/
         args += ["--results-dir", str(tmp / "results")]
     launcher = case.launcher or [sys.executable]
     if case.drop_privileges and IS_ROOT:
         launcher = NO_DAC + launcher
-    return subprocess.run(launcher + ["-m", "mnist_hpc.train", *args], cwd=REPO,
-                          env=clean_env(**case.env), capture_output=True, text=True,
-                          timeout=180)
+    result = subprocess.run(launcher + ["-m", "mnist_hpc.train", *args], cwd=REPO,
+                            env=clean_env(**case.env), capture_output=True, text=True,
+                            timeout=180)
+    return result, before, written(tmp)
 
 
 @pytest.fixture(scope="module")
@@ -299,10 +360,11 @@ def test_the_table_is_big_enough():
 @pytest.mark.parametrize("case", [pytest.param(name, marks=getattr(value, "marks", ()))
                                   for name, value in CASES.items()])
 def test_bad_input_exits_2_with_one_clear_line(outcomes, case):
-    result = outcomes[case]
+    result, before, after = outcomes[case]
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr  # printed once, also with two ranks
-    assert re.search(case_values(case).pattern, lines[0]), lines[0]
+    assert re.search(case_values(case).pattern, lines[0]), lines[0][:3000]
     assert "Traceback" not in result.stderr
     assert result.stdout.count("Epoch 0:") == 0  # refused before any training
+    assert after == before  # nothing written, nothing changed

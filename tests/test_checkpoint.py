@@ -55,8 +55,11 @@ def finished_run(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run_dir(finished_run, tmp_path) -> Path:
-    """A private copy of the finished run, to resume or damage."""
-    return Path(shutil.copytree(finished_run, tmp_path / "results" / "base"))
+    """A private copy of the finished run, to resume or damage, marked as stopped after the
+    epoch its checkpoint holds (a completed run is never resumed)."""
+    copy = Path(shutil.copytree(finished_run, tmp_path / "results" / "base"))
+    files.write_json(copy / "metrics.json", {**read_metrics(copy), "status": "preempted"})
+    return copy
 
 
 # --- a checkpoint of another recipe ----------------------------------------------------------
@@ -313,8 +316,8 @@ def test_resume_auto_restarts_its_own_run_that_died_before_a_checkpoint(tmp_path
     # the finished run (one epoch: no checkpoint) is not started a second time
     code, out, err = run_main(argv, capsys)
     assert code == 2
-    assert error_lines(err) == [f"error: run {results_dir / 'job-7'} completed already; "
-                                f"choose another --run-id"]
+    assert error_lines(err) == [f"error: run {results_dir / 'job-7'} completed; nothing to "
+                                f"resume; start a new run with another --run-id"]
 
 
 def test_resume_auto_without_run_id_says_how_to_name_the_run(capsys):
@@ -330,3 +333,30 @@ def test_refused_resume_in_a_real_process_prints_one_line(run_dir):
                          timeout=120)
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and "Traceback" not in result.stderr
+
+
+# --- completed runs stay completed -----------------------------------------------------------
+
+def test_a_completed_run_is_never_resumed(tmp_path):
+    done = _fake_run(tmp_path, "done", "completed", 1_000)
+    message = f"run {done} completed; nothing to resume; start a new run with another --run-id"
+    with pytest.raises(UsageError) as refused:
+        checkpoint.resolve(str(done), str(tmp_path), None)
+    assert str(refused.value) == message
+    with pytest.raises(UsageError) as refused:
+        checkpoint.resolve("auto", str(tmp_path), "done")
+    assert str(refused.value) == message
+    preempted = _fake_run(tmp_path, "preempted", "preempted", 2_000)
+    assert checkpoint.resolve(str(preempted), str(tmp_path), None) == preempted
+    assert checkpoint.resolve("auto", str(tmp_path), "preempted") == preempted
+
+
+def test_resume_auto_of_a_completed_run_is_a_no_op_with_a_message(tmp_path):
+    _fake_run(tmp_path, "done", "completed", 1_000)
+    _fake_run(tmp_path, "preempted", "preempted", 2_000)
+    assert results.completed_message("auto", tmp_path, "done") == (
+        f"Run {tmp_path / 'done'} is complete; nothing to do (start a new run with another "
+        f"--run-id)")
+    assert results.completed_message("auto", tmp_path, "preempted") is None
+    assert results.completed_message("auto", tmp_path, "never-ran") is None
+    assert results.completed_message(str(tmp_path / "done"), tmp_path, None) is None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import time
+import tracemalloc
+
 import pytest
 
 from mnist_hpc.config import RunConfig, load_yaml, make_config, parse_args, preset_names
@@ -120,3 +124,91 @@ def test_help_prints_the_real_defaults(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert f"(default: {RunConfig().batch_size})" in out and "--resume" in out
+
+
+# --- files that would expand without bound, values too big to quote ---------------------------
+
+def billion_laughs() -> str:
+    """431 bytes that expand to 9**9 = 387,420,489 strings under a list-valued key."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefg", "bcdefgh"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    lines.append("betas: [" + ",".join(["*h"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, problem", [
+    (billion_laughs(), r"holds more than 100,000 values, counting each alias as the values it "
+                       r"stands for \(or an alias refers to itself\); write out the values"),
+    ("betas: &loop [1, *loop]\n", r"holds more than 100,000 values"),
+    ("[" * 5_000, r"is nested too deeply to read; write it as a flat mapping"),
+    ("epochs: " + "9" * 5000 + "\n", r"holds a value YAML cannot read \('Exceeds the limit"),
+    ("lr: !!float fast\n", r"holds a value YAML cannot read \(\"could not convert string"),
+])
+def test_a_file_that_cannot_be_a_config_is_refused_quickly_in_one_short_line(tmp_path, text,
+                                                                            problem):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    with pytest.raises(UsageError) as refused:
+        parse_args(["--config", str(path)])
+    assert time.monotonic() - started < 10
+    message = str(refused.value)
+    assert re.search(rf"^config file {re.escape(str(path))} {problem}", message), message
+    assert len(message) < 300 and "\n" not in message
+
+
+def test_the_alias_bomb_is_refused_in_little_memory(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(billion_laughs())
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError, match="holds more than 100,000 values"):
+            parse_args(["--config", str(path)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+def test_aliases_within_bounds_still_work(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("betas: &b [0.8, 0.9]\nlr: &lr 0.002\nweight_decay: *lr\n")
+    config = parse_args(["--config", str(path)])
+    assert config.betas == (0.8, 0.9) and config.weight_decay == 0.002
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model", "x" * 10_000_000), ("betas", list(range(1_000_000))), ("run_id", "r" * 10_000_000),
+    ("lr", "y" * 10_000_000), ("seed", 10 ** 4000),
+], ids=["model", "betas", "run_id", "lr", "seed"])
+def test_a_huge_value_gives_a_short_error_line(key, value):
+    with pytest.raises(UsageError) as refused:
+        make_config({key: value})
+    message = str(refused.value)
+    assert message.startswith(key) and len(message) < 300, message[:500]
+
+
+def test_a_huge_value_in_a_file_or_on_the_command_line_gives_a_short_error_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: " + "x" * 10_000_000 + "\n")
+    for argv in (["--config", str(path)], ["--lr", "z" * 100_000],
+                 ["--run-id", "a" * 300], ["--data-dir", "/tmp/" + "d" * 5000]):
+        with pytest.raises(UsageError) as refused:
+            parse_args(argv)
+        assert len(str(refused.value)) < 300, str(refused.value)[:500]
+
+
+# --- flags that cannot apply are refused --------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--resume-force"], "--resume-force applies only with --resume; drop it, or resume a run "
+                         "with --resume RUN_DIR"),
+    (["--resume", "latest", "--run-id", "x"], "--run-id names a new run, but --resume 'latest' "
+                                              "continues an existing one; drop --run-id, or use "
+                                              "--resume auto"),
+])
+def test_a_flag_that_cannot_apply_is_refused(argv, message):
+    with pytest.raises(UsageError) as refused:
+        parse_args(argv)
+    assert str(refused.value) == message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 from mnist_hpc import data
 from mnist_hpc.errors import UsageError
 
-from conftest import REPO, run_trainer
+from conftest import REPO, clean_env, run_trainer
 
 RAW = REPO / "data" / "MNIST" / "raw"
 
@@ -159,3 +161,43 @@ def test_to_input_matches_totensor(splits):
     image = splits.test.images[0]
     expected = torchvision.transforms.ToTensor()(image.numpy())
     assert torch.equal(data.to_input(image[None])[0], expected)
+
+
+DOWNLOAD_BEHIND_A_SILENT_PROXY = """
+import socket, sys, threading, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+held = []
+threading.Thread(target=lambda: [held.append(listener.accept()) for _ in iter(int, 1)],
+                 daemon=True).start()
+import os
+proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+os.environ["HTTPS_PROXY"] = os.environ["HTTP_PROXY"] = proxy
+from mnist_hpc import data
+from mnist_hpc.errors import UsageError
+data.DOWNLOAD_TIMEOUT_S = 2.0
+started = time.monotonic()
+try:
+    data.load_raw(sys.argv[1], download=True)
+except UsageError as exc:
+    print(f"{time.monotonic() - started:.1f} {len(held)}")
+    print(exc)
+"""
+
+
+def test_download_behind_a_proxy_that_never_answers_gives_up_with_where_to_put_the_files(
+        tmp_path):
+    """Every network wait of --download is bounded: the proxy accepts and never replies."""
+    result = subprocess.run([sys.executable, "-c", DOWNLOAD_BEHIND_A_SILENT_PROXY,
+                             str(tmp_path)], cwd=REPO, env=clean_env(), capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    timing, message = result.stdout.strip().splitlines()[-2:]
+    seconds, connections = timing.split()
+    assert int(connections) >= 1, "the download never reached the proxy"
+    assert float(seconds) < 2.0 * 8 + 10  # two mirrors for each of four files at most
+    raw = data.raw_dir(tmp_path)
+    assert message == (f"downloading MNIST into {raw} failed (TimeoutError: timed out); copy "
+                       f"the four MNIST .gz files into {raw} (this repo carries them in "
+                       f"data/MNIST/raw/) or point --data-dir at a directory holding MNIST/raw/")

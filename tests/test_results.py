@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -10,6 +13,8 @@ import pytest
 
 from mnist_hpc import files, results
 from mnist_hpc.errors import UsageError
+
+from conftest import REPO, clean_env
 
 
 def test_atomic_write_crash_leaves_the_previous_file(tmp_path, monkeypatch):
@@ -58,3 +63,53 @@ def test_history_is_written_as_npy_and_csv(tmp_path):
     lines = (tmp_path / "history.csv").read_text().splitlines()
     assert lines[0] == "epoch,train_acc,train_loss,val_acc,val_loss"
     assert [float(v) for v in lines[2].split(",")] == [1.0, 95.0, 0.2, 94.0, 0.25]
+
+
+# --- one run per directory -------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from mnist_hpc import results
+handle = results.lock_run_dir(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(run_dir) -> subprocess.Popen:
+    """Another process that owns ``run_dir``, as a run's rank 0 does."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=REPO,
+                            env=clean_env(), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def test_a_run_directory_is_owned_by_one_run_at_a_time(tmp_path):
+    owner = hold_lock(tmp_path)
+    try:
+        with pytest.raises(UsageError) as refused:
+            results.lock_run_dir(tmp_path)
+        assert str(refused.value) == (
+            f"run directory {tmp_path} is in use by another run (host {socket.gethostname()} "
+            f"pid {owner.pid}); wait for it to end, or start a new run with another --run-id")
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+    # the kernel dropped the lock of the SIGKILLed owner: the next run takes the directory
+    handle = results.lock_run_dir(tmp_path)
+    assert (tmp_path / results.LOCK).read_text() == (f"host {socket.gethostname()} "
+                                                     f"pid {os.getpid()}\n")
+    handle.close()
+
+
+def test_owning_a_run_directory_removes_stale_temporary_files(tmp_path):
+    """A run killed during an atomic write leaves ``.NAME.XXXX.tmp`` behind; the next owner
+    of the directory removes it and nothing else."""
+    files.atomic_write(tmp_path / "metrics.json", "{}\n")
+    stale = [tmp_path / ".checkpoint.pt.k2j4h1.tmp", tmp_path / ".metrics.json.0a9z.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    handle = results.lock_run_dir(tmp_path)
+    handle.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [results.LOCK, "metrics.json"]

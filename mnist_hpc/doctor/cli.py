@@ -17,7 +17,7 @@ from typing import Optional
 
 from .. import config as run_config
 from .. import launcher
-from ..errors import EXIT_FAILURE, EXIT_USAGE, UsageError
+from ..errors import EXIT_FAILURE, EXIT_USAGE, UsageError, describe
 from ..files import UsageParser
 
 DEFAULT_MAX_BYTES = 64 * 2**20
@@ -77,17 +77,8 @@ def parse(argv: Optional[list[str]]) -> tuple[Options, run_config.RunConfig]:
     return Options(max_bytes, args.quick, args.out), config
 
 
-def _rank_for_messages() -> int:
-    """Rank 0 prints a bad-input message once; an environment too broken to name a rank is
-    most likely a single process, which must print it."""
-    try:
-        return launcher.detect(os.environ).rank
-    except UsageError:
-        return 0
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    rank = _rank_for_messages()
+    rank = launcher.detect_leniently(os.environ).rank
     try:
         options, config = parse(argv)
         from .run import doctor  # torch, only once the command line is good
@@ -98,7 +89,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except Exception as exc:  # a rank that could not finish: named, never silent
-        from ..train import describe
 
         print(f"error: rank {rank} failed: {describe(exc)}; check that every rank started "
               f"and can reach rank 0 (MASTER_ADDR, MASTER_PORT)", file=sys.stderr, flush=True)

@@ -1,0 +1,169 @@
+"""A job ends or fails loudly, never hangs: a stopped (not dead) rank under mpiexec and
+torchrun, a rendezvous whose port is held by a process that never answers, and SIGTERM to a
+rank that has not started training. Real trainers, real launchers, real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, clean_env
+from fault_injection import descendants, kill_all_at_once
+
+pytestmark = pytest.mark.e2e
+
+PYTHON = sys.executable
+MPIEXEC = shutil.which("mpiexec", path=str(Path(PYTHON).parent))
+TORCHRUN = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+# 64 steps per epoch: training is still going when rank 1 is stopped
+ARGS = ["--limit", "4096", "--batch-size", "64", "--epochs", "2", "--device", "cpu"]
+TIMEOUT = 10  # --timeout of the stuck-rank tests
+needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec (pip install mpich) missing")
+
+
+class SilentListener:
+    """A loopback port held by a process that accepts connections and never says a word."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.connections.append(connection)
+            self.accepted.set()
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def silent_port():
+    listener = SilentListener()
+    yield listener
+    listener.close()
+
+
+def stop_rank_1_once_training(proc: subprocess.Popen, rank_variable: str) -> int:
+    """Wait for training to start, SIGSTOP the rank-1 process (found by its launcher
+    variable in /proc/PID/environ); return its pid."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "steps/epoch" in line:
+            break
+    else:
+        raise AssertionError("training never started:\n" + "".join(seen))
+    wanted = f"{rank_variable}=1".encode()
+    for pid in descendants(proc.pid):
+        try:
+            if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                os.kill(pid, signal.SIGSTOP)
+                return pid
+        except OSError:
+            continue
+    raise AssertionError(f"no process with {wanted!r} under {proc.pid}")
+
+
+def run_with_rank_1_stopped(command: list[str], rank_variable: str,
+                            limit: float) -> tuple[float, int, str]:
+    """Launch, SIGSTOP rank 1 once training runs; return the seconds until the launcher
+    ended, its exit code and its output after the stop. Whatever is left is killed."""
+    proc = subprocess.Popen(command, cwd=REPO, env=clean_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    stopped = None
+    try:
+        stopped = stop_rank_1_once_training(proc, rank_variable)
+        started = time.monotonic()
+        rest, _ = proc.communicate(timeout=limit)
+        return time.monotonic() - started, proc.returncode, rest
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the job still ran {limit} s after rank 1 was stopped")
+    finally:
+        kill_all_at_once([proc.pid, *descendants(proc.pid)] + ([stopped] if stopped else []))
+        proc.communicate(timeout=30)
+
+
+@needs_mpiexec
+def test_a_stopped_rank_under_mpiexec_ends_the_job_soon_after_the_timeout(tmp_path):
+    """Rank 0's collective times out; the entry point's ending (tests/end_job_train.py) makes
+    hydra kill the stopped rank too. Without it mpiexec waits forever."""
+    command = [MPIEXEC, "-n", "2", PYTHON, str(REPO / "tests" / "end_job_train.py"), *ARGS,
+               "--timeout", str(TIMEOUT), "--results-dir", str(tmp_path)]
+    seconds, code, rest = run_with_rank_1_stopped(command, "PMI_RANK", TIMEOUT + 60)
+    assert code == 9, rest  # hydra: "BAD TERMINATION ... EXIT CODE: 9"
+    assert re.search(r"^error: rank 0 failed: .*Timed out", rest, re.MULTILINE), rest
+    assert "BAD TERMINATION" in rest and "Traceback" not in rest
+    assert seconds < TIMEOUT + 15, f"ended {seconds:.1f} s after the stop"
+
+
+def test_a_stopped_rank_under_torchrun_ends_the_job(tmp_path):
+    """torchrun's agent ends the job itself: SIGTERM, then SIGKILL after its 30 s grace."""
+    command = [*TORCHRUN, "-m", "mnist_hpc.train", *ARGS, "--timeout", str(TIMEOUT),
+               "--results-dir", str(tmp_path)]
+    seconds, code, rest = run_with_rank_1_stopped(command, "RANK", TIMEOUT + 90)
+    assert code == 1, rest
+    assert re.search(r"^error: rank 0 failed: .*Timed out", rest, re.MULTILINE), rest
+    assert seconds < TIMEOUT + 60, f"ended {seconds:.1f} s after the stop"
+
+
+def rank_1_env(port: int) -> dict:
+    """Rank 1 of a torchrun-style job by hand, its rendezvous at ``port``."""
+    return clean_env(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2",
+                     MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def test_rendezvous_with_a_silent_port_fails_within_the_timeout(tmp_path, silent_port):
+    command = [PYTHON, "-m", "mnist_hpc.train", "--limit", "64", "--epochs", "1", "--device",
+               "cpu", "--timeout", "5", "--results-dir", str(tmp_path)]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=REPO, env=rank_1_env(silent_port.port),
+                            capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - started
+    assert silent_port.accepted.is_set(), "the rank never reached the listener"
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(rf"error: rank 1: rendezvous with 127\.0\.0\.1:{silent_port.port} did "
+                        rf"not complete within --timeout 5 s; check .*", lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+    assert seconds < 5 + 60  # the interpreter and torch start in the rest
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_rank_waiting_for_its_rendezvous(tmp_path, silent_port, signum):
+    command = [PYTHON, "-m", "mnist_hpc.train", "--limit", "64", "--epochs", "1", "--device",
+               "cpu", "--timeout", "600", "--results-dir", str(tmp_path)]
+    proc = subprocess.Popen(command, cwd=REPO, env=rank_1_env(silent_port.port),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert silent_port.accepted.wait(timeout=120), "the rank never reached the listener"
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == -signum
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
