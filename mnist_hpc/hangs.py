@@ -17,6 +17,7 @@ import faulthandler
 import signal
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
@@ -64,8 +65,13 @@ class StackDumps:
         self.file: TextIO = open(path, "a")
         faulthandler.register(STACK_SIGNAL, file=self.file, all_threads=True, chain=False)
 
-    def dump(self, reason: str) -> None:
+    def dump(self, reason: str, exc: Optional[BaseException] = None) -> None:
+        """Every thread's stack now; after a failure, first where the exception was raised
+        (the frames it unwound, which the threads' stacks no longer show)."""
         self.file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}: {reason}\n")
+        if exc is not None:
+            self.file.write("".join(traceback.format_exception(type(exc), exc,
+                                                               exc.__traceback__)))
         self.file.flush()
         faulthandler.dump_traceback(file=self.file, all_threads=True)
 
@@ -126,7 +132,7 @@ def explain(exc: BaseException, env: DistEnv, activity: Activity, stacks: StackD
     prints) where training was and, for a failed collective, which one and which ranks are
     missing."""
     doing = str(activity)
-    stacks.dump(f"rank {env.rank} failed during {doing}: {type(exc).__name__}")
+    stacks.dump(f"rank {env.rank} failed during {doing}: {type(exc).__name__}", exc)
     if not (env.distributed and is_communication_failure(exc)):
         # the collective is not what failed: say only where in training it happened
         if activity.where():
