@@ -76,7 +76,8 @@ def _install_fault() -> None:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         if kind == "slow":
             if rank == fault_rank:
-                loss_fn = _slowed(loss_fn, fault_step, float(os.environ.get("FAULT_SLEEP", "0.2")))
+                sleep = float(os.environ.get("FAULT_SLEEP", "0.2"))
+                loss_fn = _slowed(loss_fn, fault_step, sleep)
             return original(model, batches, optimizer, loss_fn, *args, **kwargs)
 
         def failing():

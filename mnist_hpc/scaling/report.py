@@ -137,7 +137,8 @@ def _report_markdown(study_dir: Path, manifest: Optional[dict], mode: str,
                  f"{fmt(r.samples_per_s_min, 0)}–{fmt(r.samples_per_s_max, 0)}",
                  fmt(r.samples_per_s_per_rank, 0), fmt(r.epoch_s, 2), fmt(r.step_ms, 1),
                  fmt(r.comm_s, 2), fmt(r.compute_ratio, 2),
-                 fmt(None if r.comm_share is None else 100 * r.comm_share, 1), f"{r.speedup:.2f}", f"{r.efficiency:.2f}",
+                 fmt(None if r.comm_share is None else 100 * r.comm_share, 1),
+                 f"{r.speedup:.2f}", f"{r.efficiency:.2f}",
                  fmt(r.val_acc, 2), fmt(r.test_acc, 2)] for r in rows]
         if threads:
             for row, r in zip(body, rows):
