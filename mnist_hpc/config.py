@@ -37,6 +37,7 @@ CHOICES = {
     "precision": ("auto", "fp32", "bf16"),
     "augment": ("none", "shift", "affine"),
     "cuda_graphs": ("auto", "on", "off"),
+    "profile_ranks": ("0", "all"),
 }
 
 
@@ -96,6 +97,14 @@ class RunConfig:
     resume_force: bool = False  # accept a checkpoint from another config
     time_limit: Optional[float] = None  # seconds of wall time after which to stop cleanly
     stop_check_every: int = 10  # steps between the collective checks for a stop request
+    # --- seeing inside a run (README "Seeing inside a run") ---
+    # a rank whose compute time exceeds this many times the ranks' median is named a straggler;
+    # 1.2 lets ordinary jitter pass and catches a slow GPU, a throttled node or a noisy neighbour
+    straggler_threshold: float = 1.2
+    log_every: Optional[int] = None  # steps between steps.jsonl lines; None: no step log
+    rank_logs: bool = False  # every rank's output also to <run>/ranks/rank-N.log
+    profile: Optional[int] = None  # steps of the second epoch to record with torch.profiler
+    profile_ranks: str = "0"  # 0: only rank 0 records the profile (one trace); all: every rank
 
     def __post_init__(self) -> None:
         for name in FLOAT_FIELDS:  # nan passes every comparison below, and inf breaks timers
@@ -111,7 +120,8 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be > 0, got {short(getattr(self, name))}")
-        for name in ("limit", "checkpoint_every", "time_limit", "eval_batch_size"):
+        for name in ("limit", "checkpoint_every", "time_limit", "eval_batch_size", "log_every",
+                     "profile"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"{name} must be > 0 (or left unset), got {short(value)}")
@@ -133,6 +143,12 @@ class RunConfig:
             raise UsageError(f"betas must be two numbers in [0, 1), got {short(list(self.betas))}")
         if self.run_id is not None:
             check_name(self.run_id, "run_id")
+        if self.straggler_threshold < 1.0:
+            raise UsageError(f"straggler_threshold must be >= 1 (a multiple of the median "
+                             f"compute time), got {short(self.straggler_threshold)}")
+        if self.profile is not None and self.epochs < 2:
+            raise UsageError(f"profile records steps of the second epoch, but epochs is "
+                             f"{self.epochs}; give --epochs 2 or more")
         # flags that cannot apply are refused, not ignored
         if self.resume_force and self.resume is None:
             raise UsageError("--resume-force applies only with --resume; drop it, or resume a "
@@ -169,7 +185,8 @@ class RunConfig:
         ignored = {"epochs", "data_dir", "download", "results_dir", "run_id", "device", "backend",
                    "timeout", "checkpoint_every", "resume", "resume_force", "time_limit",
                    "stop_check_every", "compile", "loader", "eval_batch_size",
-                   "cuda_graphs", "deterministic"}
+                   "cuda_graphs", "deterministic",
+                   "straggler_threshold", "log_every", "rank_logs", "profile", "profile_ranks"}
         recipe = {k: v for k, v in self.to_dict().items() if k not in ignored}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -311,6 +328,14 @@ _FLAGS = {
     "--resume": ("resume", str, "RUN_DIR, latest, or auto (resume --run-id if it has a checkpoint)"),
     "--time-limit": ("time_limit", _time_limit, "stop cleanly with a checkpoint before this "
                      "wall time (seconds or H:MM:SS)"),
+    "--straggler-threshold": ("straggler_threshold", float, "name a rank a straggler when its "
+                              "compute time exceeds this multiple of the ranks' median"),
+    "--log-every": ("log_every", int, "write a steps.jsonl line (and TensorBoard scalars, if "
+                    "installed) every N steps"),
+    "--rank-logs": ("rank_logs", _bool, "also write every rank's output to "
+                    "<run>/ranks/rank-N.log (true/false)"),
+    "--profile": ("profile", int, "record N steps of the second epoch with torch.profiler"),
+    "--profile-ranks": ("profile_ranks", str, "which ranks record the profile: 0 or all"),
 }
 
 

@@ -183,6 +183,9 @@ class CommTimer:
 
     intervals: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # when the latest all-reduce was launched: the backward pass has produced every gradient
+    # once the step's last bucket launches, so what the step waits after it is communication
+    last_start: float = float("-inf")
 
     def take_seconds(self) -> float:
         """Union length of the intervals recorded since the last call, then forget them."""
@@ -199,7 +202,7 @@ class CommTimer:
 def timed_allreduce_hook(timer, bucket):
     """DDP's default all-reduce (average over ranks), timed. (Unannotated: DDP checks the
     annotations at run time and rejects the strings that postponed evaluation makes.)"""
-    start = time.perf_counter()
+    start = timer.last_start = time.perf_counter()
     tensor = bucket.buffer().div_(dist.get_world_size())
     future = dist.all_reduce(tensor, async_op=True).get_future()
 

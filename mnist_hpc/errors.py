@@ -22,6 +22,8 @@ class Preempted(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
+    """An exception as one line: its type, the first line of its message and its notes (what
+    the job was doing when it failed, see ``hangs.explain``)."""
     first_line = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first_line.rstrip('.')}"
+    notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
+    return f"{type(exc).__name__}: {first_line.rstrip('.')}{notes}"

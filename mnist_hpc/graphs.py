@@ -64,7 +64,10 @@ def step_for(run) -> Optional["GraphedStep"]:
     if not run.cuda_graphs:
         return None
     recipe = run.recipe
-    return GraphedStep(run.model, recipe.optimizer, recipe.loss_fn, run.env.world_size,
+    # the step log's loss tap, where there is one, is captured with the step and adds each
+    # replay's loss to its running sum on the device
+    loss_fn = run.observer.tap if run.observer and run.observer.tap else recipe.loss_fn
+    return GraphedStep(run.model, recipe.optimizer, loss_fn, run.env.world_size,
                        recipe.precision, run.device)
 
 
@@ -130,7 +133,8 @@ class GraphedStep:
         static_inputs, static_labels = inputs.clone(), labels.clone()
         scale = self.world_size / global_size  # fixed per graph: the global size is in the key
         graph = torch.cuda.CUDAGraph()
-        with preserved(self.model, self.optimizer, self.device):
+        # the loss module's running state (the step log's sum) is put back with the weights
+        with preserved(nn.ModuleList([self.model, self.loss_fn]), self.optimizer, self.device):
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):

@@ -5,13 +5,21 @@ Layout (``schema`` 1; names are stable, new keys may be added)::
 
     schema, run_id, status (running | completed | failed | preempted), error (when failed)
     config      the resolved configuration
-    model       name, parameters
+    model       name, parameters, flops_per_sample (training, forward + backward; rank 0
+                counts it once with torch.utils.flop_counter)
     world       world_size, nodes, local_world_size, launcher, backend, device, device_name,
                 cpu_threads, hostnames (every rank's), job_id, master_addr
     batch       global, per_rank, mode, steps_per_epoch, lr, precision, cuda_graphs
     samples     train, val, test: counted by the all-reduce, not assumed
     epochs[]    epoch, train_s, eval_s, train_samples, train_samples_per_s, comm_s,
-                train_acc, train_loss, val_acc, val_loss
+                train_acc, train_loss, val_acc, val_loss,
+                tflops (achieved, all ranks), mfu (None where the device's peak is unknown),
+                ranks: per-rank timing (mnist_hpc.timing), gathered by rank 0:
+                  data_s, compute_s, comm_s, eval_s: each {min, median, max, std} over the
+                    ranks (comm_s None where not measured: one process, NCCL)
+                  slowest {rank, host, compute_s, compute_over_median}
+                  stragglers [{rank, host, compute_over_median}] over straggler_threshold
+                  straggler_threshold, peak_memory_bytes (max over ranks)
     final       test_acc, test_loss, val_acc, wall_s, data_load_s, init_process_group_s, train_s,
                 warmup_s (inside wall_s), startup_s (process start to the first step)
     resumed_from  where each resume picked up

@@ -20,6 +20,7 @@ from .config import RunConfig
 from .errors import Preempted
 from .launcher import DistEnv
 from .metrics import FILENAME
+from .observe import Observer
 from .recipe import Recipe
 from .stop import StopRequest
 
@@ -68,6 +69,7 @@ class Run:
     step: Optional[Callable] = None  # that graphed step; None: engine's eager step
     warmup_s: float = 0.0  # the timed warm-up before epoch 0 (warmup.warm_up)
     startup_s: Optional[float] = None  # process start to the first training step
+    observer: Optional[Observer] = None  # timing, step log, profile, stack dumps (set up last)
 
     def write_metrics(self, status: str) -> None:
         if self.env.is_main:
@@ -97,6 +99,8 @@ class Run:
 
     def save_checkpoint(self, epoch: int, step: int) -> None:
         """Where the run goes on (``epoch``, ``step``); every rank's RNG, rank 0 writes."""
+        if self.observer is not None:
+            self.observer.activity.set("gather of RNG states for a checkpoint", epoch, step)
         rngs = dist.all_gather_objects(checkpoint.rng_state(self.device), self.env)
         if self.env.is_main:
             scheduler = self.recipe.scheduler

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Optional
 
-from . import launcher, startup, watchdog  # startup first: its fallback clock starts at import
+from . import launcher, ranklog, startup, watchdog  # startup: its fallback clock starts at import
 from .config import parse_args
 from .errors import (EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError,
                      describe)
@@ -37,8 +37,8 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
-def _print_error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _print_error(message: str, rank: int = 0) -> None:
+    print(f"{ranklog.tag(rank)}error: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -> int:
@@ -79,21 +79,22 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
     except Preempted:
         return EXIT_PREEMPTED
     except KeyboardInterrupt:
-        print(f"rank {rank}: interrupted", file=sys.stderr, flush=True)
+        print(f"{ranklog.tag(rank)}rank {rank}: interrupted", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # the one place every runtime failure is named, per rank
         if not joined:  # init_process_group gave up: usually a rank that never started
             _print_error(f"rank {rank} failed to start the process group: {describe(exc)}; "
                          f"check that every rank started and can reach rank 0 (MASTER_ADDR, "
-                         f"MASTER_PORT), or raise --timeout")
+                         f"MASTER_PORT), or raise --timeout", rank)
         else:
-            _print_error(f"rank {rank} failed: {describe(exc)}")
+            _print_error(f"rank {rank} failed: {describe(exc)}", rank)
         return EXIT_FAILURE
     finally:
         # teardown is over: a caller that goes on (tests call main() in-process) keeps
         # neither the hard exit nor our signal handlers
         if hard_exit is not None:
             hard_exit.cancel()
+        ranklog.stop_copying()
         if not keep_signal_handlers:
             restore_signal_handlers(previous_handlers)
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import augment, checkpoint, data, dist, engine, files, graphs, results, startup, warmup
+from .observe import EpochHooks, Observer
 from .config import RunConfig, to_yaml
 from .errors import EXIT_OK, Preempted, describe
 from .launcher import DistEnv
@@ -127,7 +128,11 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
     run = Run(config, env, device, splits, recipe, model, comm_timer, global_batch, steps,
               run_dir, started, data_load_s, lock, cuda_graphs=cuda_graphs)
+    run.observer = Observer(config, env, device, run_dir, recipe, comm_timer,
+                            data.to_input(splits.train.images[:2], recipe.precision.normalize,
+                                          recipe.precision.channels_last))
     run.metrics = first_metrics(run, hostnames)
+    run.metrics["model"]["flops_per_sample"] = run.observer.flops_per_sample
     if state is not None:
         run.resume(state)
     if env.is_main:
@@ -162,32 +167,39 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> tuple[engine.EpochRe
     stop.start_clock()
     engine.synchronize(run.device)
     started = time.perf_counter()
+    hooks = run.observer.wrap(epoch, first, run.steps_per_epoch, EpochHooks(
+        batches, recipe.loss_fn, should_stop=lambda step: run.should_stop(stop, first + step),
+        on_step=progress_printer(env, epoch, run.steps_per_epoch)))
     # through the module, so that the tests' fault injection can replace it
     result = engine.train_one_epoch(
-        run.model, batches, recipe.optimizer, recipe.loss_fn, env.world_size, recipe.precision,
-        recipe.scheduler, should_stop=lambda step: run.should_stop(stop, first + step),
-        on_step=progress_printer(env, epoch, run.steps_per_epoch), graphed=run.step)
+        run.model, hooks.batches, recipe.optimizer, hooks.loss_fn, env.world_size,
+        recipe.precision, recipe.scheduler, should_stop=hooks.should_stop, on_step=hooks.on_step,
+        graphed=run.step)
     engine.synchronize(run.device)
     return result, time.perf_counter() - started
 
 
 def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: float) -> None:
     """Evaluate on the train and validation splits; history, metrics.json, plots, one line."""
+    figures = run.observer.trained()
+    run.observer.activity.set("all-reduce of evaluation sums", epoch)
     started = time.perf_counter()
     train_eval, val_eval = run.evaluate(run.splits.train), run.evaluate(run.splits.val)
     engine.synchronize(run.device)
     eval_s = time.perf_counter() - started
     run.history.append([train_eval.accuracy, train_eval.loss, val_eval.accuracy, val_eval.loss])
     run.metrics["samples"].update(train=train_eval.count, val=val_eval.count)
-    run.metrics["epochs"].append({
+    record = {
         "epoch": epoch, "train_s": train_s, "eval_s": eval_s, "train_samples": result.samples,
         "train_samples_per_s": result.samples / train_s,
         "comm_s": run.comm_timer.take_seconds() if run.comm_timer is not None else None,
         "train_acc": train_eval.accuracy, "train_loss": train_eval.loss,
-        "val_acc": val_eval.accuracy, "val_loss": val_eval.loss})
+        "val_acc": val_eval.accuracy, "val_loss": val_eval.loss}
+    seen = run.observer.record(record, figures, eval_s, run.env.world_size)
+    run.metrics["epochs"].append(record)
     log(run.env, f"Epoch {epoch}: val. loss: {val_eval.loss:.4f}, val. accuracy: "
                  f"{val_eval.accuracy:.4f} (train {train_s:.1f} s, "
-                 f"{result.samples / train_s:,.0f} samples/s, eval {eval_s:.1f} s)")
+                 f"{result.samples / train_s:,.0f} samples/s, eval {eval_s:.1f} s); {seen}")
     run.write_history()
     run.write_metrics(RUNNING)
 
@@ -212,6 +224,7 @@ def run_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
 
 def finish(run: Run) -> None:
     """The test split, evaluated once; the final figures (history and plots are written)."""
+    run.observer.activity.set("all-reduce of the test evaluation's sums")
     test_eval = run.evaluate(run.splits.test)
     run.metrics["samples"]["test"] = test_eval.count
     run.metrics["final"] = {
@@ -248,6 +261,9 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
         dist.barrier(env)
         raise
     except BaseException as exc:
+        run.observer.failed(exc)
         run.metrics["error"] = f"rank {env.rank}: {describe(exc)}"
         run.write_metrics(FAILED)
         raise
+    finally:
+        run.observer.close()

@@ -9,6 +9,10 @@ says. Every other rank is untouched.
   runtime  raises a plain ``RuntimeError``
   kill     dies by a real SIGKILL: the kernel ends the process, no Python cleanup runs, its
            sockets close (it says so on stderr first, with its pid)
+  stop     stops itself with SIGSTOP, as a hung node or a debugger would: alive, sockets
+           open, never answering (it says so on stderr first, with its pid)
+  slow     from that step on, sleeps ``FAULT_SLEEP`` seconds (default 0.2) inside each step's
+           loss computation: a straggler whose compute is slow, training on correctly
 
 As a module it offers the process-tree helpers that a "lost node" test needs without psutil:
 the descendants of a process read from /proc, and a check that none of them survived.
@@ -34,6 +38,26 @@ def _kill_self(rank: int, step: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _stop_self(rank: int, step: int) -> None:
+    print(f"tests/fault_injection.py: rank {rank} (pid {os.getpid()}) sends itself SIGSTOP at "
+          f"step {step}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _slowed(loss_fn, from_step: int, seconds: float):
+    """``loss_fn``, sleeping ``seconds`` in each call from call ``from_step`` (0-based) on."""
+    calls = 0
+
+    def slow(outputs, labels):
+        nonlocal calls
+        if calls >= from_step:
+            time.sleep(seconds)
+        calls += 1
+        return loss_fn(outputs, labels)
+
+    return slow
+
+
 def _install_fault() -> None:
     import torch
     import torch.distributed
@@ -42,24 +66,31 @@ def _install_fault() -> None:
 
     kind = os.environ.get("FAULT", "oom")
     errors = {"oom": torch.OutOfMemoryError, "runtime": RuntimeError}
-    if kind != "kill" and kind not in errors:
-        raise SystemExit(f"FAULT={kind!r}: expected kill, oom or runtime")
+    if kind not in ("kill", "stop", "slow") and kind not in errors:
+        raise SystemExit(f"FAULT={kind!r}: expected kill, stop, slow, oom or runtime")
     fault_rank = int(os.environ.get("FAULT_RANK", "1"))
     fault_step = int(os.environ.get("FAULT_STEP", "2"))
     original = engine.train_one_epoch
 
-    def train_one_epoch(model, batches, *args, **kwargs):
+    def train_one_epoch(model, batches, optimizer, loss_fn, *args, **kwargs):
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if kind == "slow":
+            if rank == fault_rank:
+                sleep = float(os.environ.get("FAULT_SLEEP", "0.2"))
+                loss_fn = _slowed(loss_fn, fault_step, sleep)
+            return original(model, batches, optimizer, loss_fn, *args, **kwargs)
 
         def failing():
             for step, batch in enumerate(batches):
                 if rank == fault_rank and step == fault_step:
                     if kind == "kill":
                         _kill_self(rank, step)
+                    if kind == "stop":
+                        _stop_self(rank, step)
                     raise errors[kind](MESSAGES[kind])
                 yield batch
 
-        return original(model, failing(), *args, **kwargs)
+        return original(model, failing(), optimizer, loss_fn, *args, **kwargs)
 
     # the trainer calls engine.train_one_epoch through the module, so this is what it runs
     engine.train_one_epoch = train_one_epoch
@@ -123,4 +154,10 @@ if __name__ == "__main__":
     _install_fault()
     from mnist_hpc import train
 
+    if os.environ.get("FAULT") == "stop":
+        # the console script's exit: under mpiexec a failing rank ends the job by a signal,
+        # the only way hydra stops waiting for a stopped peer (mnist_hpc.watchdog)
+        train.main_exit()
+    # the other faults return normally, so that every rank's error line is printed before
+    # the launcher ends the job
     sys.exit(train.main())

@@ -148,7 +148,9 @@ def test_metrics_json_records_the_run(smoke_run):
     assert metrics["status"] == "completed" and metrics["run_id"] == run_dir.name
     assert metrics["samples"] == {"train": 600, "val": 600, "test": 600}
     assert metrics["world"]["world_size"] == 1 and metrics["world"]["launcher"] == "single"
-    assert metrics["model"] == {"name": "cnn", "parameters": 1_199_882}
+    # training FLOPs: forward + backward (the backward counts no input gradient for conv1)
+    assert metrics["model"] == {"name": "cnn", "parameters": 1_199_882,
+                                "flops_per_sample": 71_565_312}
     assert len(metrics["epochs"]) == 2
     for epoch in metrics["epochs"]:
         assert epoch["train_s"] > 0 and epoch["eval_s"] > 0 and epoch["train_samples"] == 600

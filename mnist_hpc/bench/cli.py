@@ -18,12 +18,13 @@ from ..launcher import DistEnv
 from .accuracy import TTA_PRESETS, bench_time_to_accuracy
 from .epochs import bench_epochs
 from .machine import machine_info
+from .overhead import bench_overhead
 from .report import failures, format_report, summary
 from .settings import settings_from
 from .throughput import CASES, CUDA_CASES, THROUGHPUT_CASES, bench_throughput
 
 GROUPS = {"throughput": THROUGHPUT_CASES + CUDA_CASES, "epochs": ("epochs",),
-          "tta": tuple(f"tta_{p}" for p in TTA_PRESETS)}
+          "tta": tuple(f"tta_{p}" for p in TTA_PRESETS), "overhead": ("overhead",)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _selected(only: Optional[str], device: torch.device, quick: bool) -> list[str]:
-    known = set(CASES) | {"epochs"} | set(GROUPS["tta"])
+    known = set(CASES) | {"epochs", "overhead"} | set(GROUPS["tta"])
     if only is None:
         names = list(THROUGHPUT_CASES) + (list(CUDA_CASES) if device.type == "cuda" else [])
         if quick:  # no compile (minutes) and no batch larger than the tiny subsets
@@ -95,13 +96,17 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                                  "evals_per_epoch": settings.evals_per_epoch,
                                  "targets": list(settings.targets),
                                  "eval_batch_size": settings.eval_batch_size, "names": names},
-                    "throughput": {}, "epochs": None, "time_to_accuracy": {}}
+                    "throughput": {}, "epochs": None, "time_to_accuracy": {}, "overhead": None}
     started = time.perf_counter()
     cases = [n for n in names if n in CASES]
     if cases:
         log(f"Throughput: {', '.join(cases)}")
         splits = data.load_splits(settings.data_dir, limit=settings.limit)
         report["throughput"] = bench_throughput(cases, splits, settings, log)
+    if "overhead" in names:
+        log("Overhead of per-rank timing and a step log every 50 steps")
+        report["overhead"] = bench_overhead(data.load_splits(settings.data_dir,
+                                                             limit=settings.limit), settings, log)
     if "epochs" in names:
         log("Seed recipe, whole run: notebook vs package")
         report["epochs"] = bench_epochs(settings, log)

@@ -31,6 +31,11 @@ def format_report(report: dict) -> str:
             lines.append(f"{name:<14} {row['batch_size']:>5} {rate['median']:>10,.0f} "
                          f"{spread:>17} {_fmt(row['ratio_to_notebook']):>10} "
                          f"{row['warmup_s']:>9.1f}  {row['description']}")
+    if report.get("overhead"):
+        o = report["overhead"]
+        lines += ["", f"Per-rank timing + steps.jsonl every {o['log_every']} steps: {o['steps']} "
+                      f"steps of batch {o['batch_size']} take {o['ratio']:.3f}x the plain time "
+                      f"({100 * (o['ratio'] - 1):+.1f} %)"]
     if report.get("epochs"):
         e = report["epochs"]
         nb, pk = e["notebook"], e["package"]

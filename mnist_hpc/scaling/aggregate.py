@@ -30,6 +30,8 @@ class Row:
     epoch_s_max: float
     step_ms: Optional[float]
     comm_s: Optional[float]
+    compute_ratio: Optional[float]  # slowest rank's compute / median rank's (worst epoch)
+    comm_share: Optional[float]  # median rank's communication wait / training time
     cpu_threads: Optional[int]  # per rank, CPU runs only: explains CPU speedups
     val_acc: Optional[float]
     test_acc: Optional[float]
@@ -48,7 +50,8 @@ class Row:
 
 CSV_COLUMNS = ("ranks", "nodes", "global_batch", "per_rank_batch", "runs", "samples_per_s",
                "samples_per_s_min", "samples_per_s_max", "samples_per_s_per_rank", "epoch_s",
-               "epoch_s_min", "epoch_s_max", "step_ms", "comm_s", "comm_fraction", "speedup",
+               "epoch_s_min", "epoch_s_max", "step_ms", "comm_s", "comm_fraction", "compute_ratio",
+               "comm_share", "speedup",
                "efficiency", "val_acc", "test_acc", "cpu_threads", "run_ids")
 
 
@@ -79,6 +82,8 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
             samples_per_s_max=max(throughput), epoch_s=epoch_median, epoch_s_min=min(epoch),
             epoch_s_max=max(epoch), step_ms=1000 * epoch_median / steps if steps else None,
             comm_s=_median(comms) if all(c is not None for c in comms) else None,
+            compute_ratio=_median([m.compute_ratio for m in members]),
+            comm_share=_median([m.comm_share for m in members]),
             cpu_threads=members[0].cpu_threads,
             val_acc=_median([m.val_acc for m in members]),
             test_acc=_median([m.test_acc for m in members]),

@@ -36,6 +36,8 @@ class RunRecord:
     samples_per_s: Optional[float] = None
     epoch_s: Optional[float] = None
     comm_s: Optional[float] = None
+    compute_ratio: Optional[float] = None  # slowest rank's compute over the ranks' median
+    comm_share: Optional[float] = None  # median rank's communication wait / training time
     measured_epochs: int = 0
     val_acc: Optional[float] = None
     test_acc: Optional[float] = None
@@ -55,7 +57,13 @@ def measure(payload: dict) -> dict:
     samples = sum(e.get("train_samples") or e["train_samples_per_s"] * e["train_s"]
                   for e in measured)
     comm = [e.get("comm_s") for e in measured]
-    return {"samples_per_s": samples / train_s, "epoch_s": train_s / len(measured),
+    ranks = [e.get("ranks") for e in measured]
+    per_rank = {}
+    if all(ranks):  # runs from before per-rank timing have no "ranks" block
+        per_rank["compute_ratio"] = max(r["slowest"]["compute_over_median"] for r in ranks)
+        if all(r["comm_s"] for r in ranks):
+            per_rank["comm_share"] = sum(r["comm_s"]["median"] for r in ranks) / train_s
+    return {**per_rank,"samples_per_s": samples / train_s, "epoch_s": train_s / len(measured),
             "comm_s": (sum(comm) / len(comm)) if all(c is not None for c in comm) else None,
             "measured_epochs": len(measured)}
 

@@ -121,10 +121,13 @@ def _report_markdown(study_dir: Path, manifest: Optional[dict], mode: str,
                   f"the same as step-time(base) ÷ step-time(n)). Repeats: median, with the "
                   f"min–max spread. Comm = seconds per epoch during which a gradient all-reduce "
                   f"was in flight (gloo only; it overlaps the backward pass, so it bounds the "
-                  f"cost from above).", ""]
+                  f"cost from above). Slowest/median = the slowest rank's compute time ÷ the "
+                  f"median rank's (the worst epoch; 1.00 is perfectly balanced); comm share = "
+                  f"the median rank's communication wait ÷ training time (gloo only).", ""]
     if rows:
         header = ["ranks", "nodes", "global batch", "per-rank batch", "runs", "samples/s",
-                  "min–max", "per rank", "epoch s", "step ms", "comm s", "speedup",
+                  "min–max", "per rank", "epoch s", "step ms", "comm s", "slowest/median",
+                  "comm share %", "speedup",
                   "efficiency", "val acc %", "test acc %"]
         threads = any(r.cpu_threads for r in rows)
         if threads:
@@ -133,7 +136,9 @@ def _report_markdown(study_dir: Path, manifest: Optional[dict], mode: str,
                  str(r.runs), fmt(r.samples_per_s, 0),
                  f"{fmt(r.samples_per_s_min, 0)}–{fmt(r.samples_per_s_max, 0)}",
                  fmt(r.samples_per_s_per_rank, 0), fmt(r.epoch_s, 2), fmt(r.step_ms, 1),
-                 fmt(r.comm_s, 2), f"{r.speedup:.2f}", f"{r.efficiency:.2f}",
+                 fmt(r.comm_s, 2), fmt(r.compute_ratio, 2),
+                 fmt(None if r.comm_share is None else 100 * r.comm_share, 1),
+                 f"{r.speedup:.2f}", f"{r.efficiency:.2f}",
                  fmt(r.val_acc, 2), fmt(r.test_acc, 2)] for r in rows]
         if threads:
             for row, r in zip(body, rows):
