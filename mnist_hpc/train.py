@@ -14,7 +14,7 @@ import threading
 from typing import Optional
 
 from . import launcher, ranklog, startup, watchdog  # startup: its fallback clock starts at import
-from .config import parse_args
+from .flags import parse_args
 from .errors import (EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError,
                      describe)
 from .stop import StopRequest, install_signal_handlers, restore_signal_handlers

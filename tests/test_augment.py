@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mnist_hpc import augment, data, engine
-from mnist_hpc.config import RunConfig, make_config, parse_args
+from mnist_hpc.config import RunConfig, make_config
+from mnist_hpc.flags import parse_args
 from mnist_hpc.errors import UsageError
 
 N, BATCH, SEED, EPOCH = 300, 64, 3, 1

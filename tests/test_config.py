@@ -8,7 +8,8 @@ import tracemalloc
 
 import pytest
 
-from mnist_hpc.config import RunConfig, load_yaml, make_config, parse_args, preset_names
+from mnist_hpc.config import RunConfig, make_config
+from mnist_hpc.flags import load_yaml, parse_args, preset_names
 from mnist_hpc.errors import UsageError
 
 

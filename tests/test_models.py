@@ -10,7 +10,7 @@ import torch
 from mnist_hpc.bench.accuracy import bench_time_to_accuracy
 from mnist_hpc.bench.cli import build_parser as bench_parser
 from mnist_hpc.bench.settings import settings_from
-from mnist_hpc.config import parse_args
+from mnist_hpc.flags import parse_args
 from mnist_hpc.models import MODELS, MNISTClassifier, MNISTCNN, build_model, count_parameters
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Callable
 
 from .. import data, engine
-from ..config import parse_args
+from ..flags import parse_args
 from . import notebook
 from .package import preset, run_recipe
 from .settings import Settings

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 from .. import data, engine
 from ..config import RunConfig
 from ..errors import UsageError

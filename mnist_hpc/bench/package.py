@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 
 from .. import augment, data, engine, graphs, recipe
-from ..config import RunConfig, parse_args, replace
+from ..config import RunConfig, replace
+from ..flags import parse_args
 from ..launcher import DistEnv
 from .settings import Settings
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import config as run_config
+from .. import flags
 from .. import launcher
 from ..errors import EXIT_FAILURE, EXIT_USAGE, UsageError, describe
 from ..files import UsageParser
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: Optional[list[str]]) -> tuple[Options, run_config.RunConfig]:
     args, rest = build_parser().parse_known_args(argv)
-    config = run_config.parse_args(rest)
+    config = flags.parse_args(rest)
     if config.device == "cpu" and config.backend == "nccl":
         raise UsageError("--backend nccl needs CUDA devices, but --device is cpu; "
                          "use --backend gloo")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .. import config as run_config
+from .. import flags
 from ..errors import UsageError
 from ..files import PACKAGE_DIR, check_name, read_yaml
 
@@ -154,7 +155,7 @@ def _resolve_config(name: str, sweep_dir: Path) -> str:
             candidate = (base / Path(name).expanduser())
             if candidate.is_file():
                 return str(candidate.resolve())
-    run_config.resolve_config_path(name)  # raises with the list of presets or the bad path
+    flags.resolve_config_path(name)  # raises with the list of presets or the bad path
     return name
 
 
@@ -209,7 +210,7 @@ def load_sweep(name_or_path: str, results_dir: Optional[str] = None) -> Sweep:
     config_name = _optional_str(data.get("config"), "config") or "default"
     config_name = _resolve_config(config_name, path.parent)
     base = run_config.make_config(
-        run_config.load_yaml(run_config.resolve_config_path(config_name)), source=config_name)
+        flags.load_yaml(flags.resolve_config_path(config_name)), source=config_name)
     batch = _positive_int(data.get("batch_size", base.batch_size), "batch_size")
     epochs = _positive_int(data.get("epochs", base.epochs), "epochs")
     repeats = _positive_int(data.get("repeats", 1), "repeats")
@@ -223,7 +224,7 @@ def load_sweep(name_or_path: str, results_dir: Optional[str] = None) -> Sweep:
         raise UsageError(f"strong scaling splits the global batch {batch} over up to "
                          f"{max(ranks)} ranks: raise batch_size to at least {max(ranks)}")
     # the trainer's own parser checks the extra flags and their values, as a job would
-    run_config.parse_args(["--config", config_name, "--epochs", str(epochs),
+    flags.parse_args(["--config", config_name, "--epochs", str(epochs),
                            "--batch-size", str(batch), *train_args])
 
     launcher = data["local"].get("launcher", "torchrun")
