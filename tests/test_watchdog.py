@@ -109,9 +109,10 @@ def run_with_rank_1_stopped(command: list[str], rank_variable: str,
 
 @needs_mpiexec
 def test_a_stopped_rank_under_mpiexec_ends_the_job_soon_after_the_timeout(tmp_path):
-    """Rank 0's collective times out; the entry point's ending (tests/end_job_train.py) makes
-    hydra kill the stopped rank too. Without it mpiexec waits forever."""
-    command = [MPIEXEC, "-n", "2", PYTHON, str(REPO / "tests" / "end_job_train.py"), *ARGS,
+    """Rank 0's collective times out; the entry point then ends itself by SIGKILL
+    (watchdog.end_job_on_failure), which makes hydra kill the stopped rank too. Without it
+    mpiexec waits forever."""
+    command = [MPIEXEC, "-n", "2", PYTHON, "-m", "mnist_hpc.train", *ARGS,
                "--timeout", str(TIMEOUT), "--results-dir", str(tmp_path)]
     seconds, code, rest = run_with_rank_1_stopped(command, "PMI_RANK", TIMEOUT + 60)
     assert code == 9, rest  # hydra: "BAD TERMINATION ... EXIT CODE: 9"
