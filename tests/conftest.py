@@ -41,6 +41,15 @@ def _no_launcher_variables(monkeypatch):
             monkeypatch.delenv(name)
 
 
+def python_prints(code: str) -> list[str]:
+    """What ``python -c code`` prints, split into words, in a fresh interpreter (imports and
+    side effects seen from a clean process)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, env=clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def run_trainer(args: list[str], *, launcher: list[str] | None = None, timeout: float = 300,
                 cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m mnist_hpc.train`` (optionally under a launcher) as a real process."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, clean_env
+from conftest import python_prints
 from mnist_hpc import dist
 from mnist_hpc.errors import UsageError
 
@@ -42,8 +40,6 @@ def test_nccl_ranks_sharing_a_gpu_are_refused_before_init(backend, local_ranks, 
 
 
 def test_import_has_no_side_effects():
-    code = ("import sys, torch.distributed as d; import mnist_hpc.dist; "
-            "print('mpi4py' in sys.modules, d.is_initialized())")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO, env=clean_env(), timeout=120)
-    assert done.stdout.split() == ["False", "False"], done.stderr
+    assert python_prints("import sys, torch.distributed as d; import mnist_hpc.dist; "
+                         "print('mpi4py' in sys.modules, d.is_initialized())") == ["False",
+                                                                                   "False"]

@@ -46,13 +46,11 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import pytest
 
 
-from conftest import REPO, clean_env
+from conftest import python_prints
 from mnist_hpc import launcher
 from mnist_hpc.errors import UsageError
 
@@ -556,8 +554,6 @@ def test_cpu_threads_honours_explicit_counts(monkeypatch, environ, threads):
 
 
 def test_import_is_torch_free():
-    code = ("import sys, mnist_hpc.launcher; "
-            "print('torch' in sys.modules, 'mpi4py' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO, env=clean_env(), timeout=120)
-    assert done.stdout.split() == ["False", "False"], done.stderr
+    assert python_prints("import sys, mnist_hpc.launcher; "
+                         "print('torch' in sys.modules, 'mpi4py' in sys.modules)") == ["False",
+                                                                                       "False"]
