@@ -40,8 +40,8 @@ slurm_job_setup() {
     RESULTS_DIR="${RESULTS_DIR:-$REPO/results}"
     RUN_ID="${RUN_ID:-slurm-$SLURM_JOB_ID}"
     # NCCL flight recorder: on a collective timeout each rank dumps its last collectives to
-    # <run>/ranks/nccl-trace-rank-N (README "Seeing inside a run" says how to read them)
-    mkdir -p "$RESULTS_DIR/$RUN_ID/ranks"
+    # <run>/ranks/nccl-trace-rank-N (README "Seeing inside a run" says how to read them);
+    # the trainer makes ranks/ as it starts, so a job stopped before training leaves no run
     export TORCH_NCCL_DUMP_ON_TIMEOUT="${TORCH_NCCL_DUMP_ON_TIMEOUT:-1}"
     export TORCH_FR_BUFFER_SIZE="${TORCH_FR_BUFFER_SIZE:-2000}"
     export TORCH_FR_DUMP_TEMP_FILE="$RESULTS_DIR/$RUN_ID/ranks/nccl-trace-rank-"
