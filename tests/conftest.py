@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +41,20 @@ def _no_launcher_variables(monkeypatch):
     for name in list(os.environ):
         if is_launcher_variable(name):
             monkeypatch.delenv(name)
+
+
+# an error line as printed: ranks other than 0 tag theirs with "[rank N host] "
+ERROR_LINE = re.compile(r"(\[rank [1-9]\d* [^\]]+\] )?error:")
+
+
+def rank_tag(rank: int) -> str:
+    """How a rank's warnings and errors begin: rank 0 speaks for the job, untagged."""
+    return "" if rank == 0 else f"[rank {rank} {socket.gethostname()}] "
+
+
+def error_lines(text: str) -> list[str]:
+    """The error lines of a process's output, each as printed (with its rank tag)."""
+    return [line for line in text.splitlines() if ERROR_LINE.match(line)]
 
 
 def python_prints(code: str) -> list[str]:

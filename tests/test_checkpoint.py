@@ -22,7 +22,7 @@ import torch
 from mnist_hpc import checkpoint, files, results, train
 from mnist_hpc.errors import UsageError
 
-from conftest import REPO, clean_env, read_metrics, run_trainer
+from conftest import REPO, clean_env, error_lines, read_metrics, run_trainer
 
 ARGS = ["--limit", "128", "--batch-size", "64", "--device", "cpu"]
 
@@ -32,10 +32,6 @@ def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
     code = train.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def snapshot(folder: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, clean_env, read_metrics, run_trainer
+from conftest import REPO, clean_env, error_lines, rank_tag, read_metrics, run_trainer
 from fault_injection import MESSAGES, descendants, kill_all_at_once, wait_until_gone
 
 pytestmark = pytest.mark.e2e
@@ -121,10 +121,6 @@ def environ_of(pid: int) -> str:
         return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode()
     except OSError:
         return ""
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +336,8 @@ def test_rank_that_raises_ends_every_rank_with_one_clear_line(tmp_path):
     codes = [proc.returncode for proc in procs]
     assert codes == [1, 1], outputs
     rank1_errors = error_lines(outputs[1][1])
-    assert rank1_errors == [f"error: rank 1 failed: OutOfMemoryError: {MESSAGES['oom']}"]
+    assert rank1_errors == [f"{rank_tag(1)}error: rank 1 failed: OutOfMemoryError: "
+                            f"{MESSAGES['oom']}; at epoch 0, step 3"]
     rank0_errors = error_lines(outputs[0][1])
     assert len(rank0_errors) == 1 and rank0_errors[0].startswith("error: rank 0 failed: ")
     assert TRACEBACK not in outputs[0][1] + outputs[1][1]
@@ -360,8 +357,9 @@ def test_rank_that_raises_under_torchrun_is_named_once(tmp_path):
         capture_output=True, text=True, timeout=timeout + 120)
     elapsed = time.monotonic() - started
     assert result.returncode != 0
-    named = [l for l in error_lines(result.stderr) if l.startswith("error: rank 1 ")]
-    assert named == [f"error: rank 1 failed: OutOfMemoryError: {MESSAGES['oom']}"], result.stderr
+    named = [l for l in error_lines(result.stderr) if f"{rank_tag(1)}error: rank 1 " in l]
+    assert named == [f"{rank_tag(1)}error: rank 1 failed: OutOfMemoryError: {MESSAGES['oom']}; "
+                     f"at epoch 0, step 3"], result.stderr
     # torchrun's report lists each rank that exited non-zero (or was signalled)
     exit_codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", result.stderr, re.MULTILINE)
     assert len(exit_codes) == 2 and all(int(c) != 0 for c in exit_codes), result.stderr
@@ -395,7 +393,8 @@ def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_pa
             # deadline (dist.DEADLINE_GRACE_S later) ends the wait with its own line
             assert lines[0].startswith(f"error: rank 1: rendezvous with 127.0.0.1:"), lines[0]
             continue
-        assert lines[0].startswith(f"error: rank {rank} failed to start the process group: ")
+        assert lines[0].startswith(f"{rank_tag(rank)}error: rank {rank} failed to start the "
+                                   f"process group: ")
         assert lines[0].endswith("check that every rank started and can reach rank 0 "
                                  "(MASTER_ADDR, MASTER_PORT), or raise --timeout")
     assert re.search(r"1/2 clients joined", error_lines(outputs[0][1])[0])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import clean_env, only_run_dir, read_metrics, run_trainer
+from conftest import clean_env, error_lines, only_run_dir, read_metrics, run_trainer
 
 
 def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.CompletedProcess,
@@ -27,10 +27,6 @@ def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.
                if line.startswith("import time:") and "|" in line}
     assert "mnist_hpc.train" in modules or "mnist_hpc.config" in modules, result.stderr[-2000:]
     return result, modules
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 def test_help_does_not_import_torch(tmp_path):
