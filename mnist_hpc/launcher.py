@@ -230,7 +230,15 @@ def _port(environ: Mapping[str, str]) -> Optional[int]:
 def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
     """Fill in MASTER_ADDR/PORT where the launcher gave none: the first host of the PBS node
     file or of the Slurm node list, else rank 0's hostname and a free port sent over MPI."""
-    if not env.distributed or env.launcher == "torchrun":
+    if not env.distributed:
+        return env
+    if env.launcher == "torchrun":  # torchrun always sets both; by hand they are easy to miss
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(name)]
+        if missing:
+            raise UsageError(f"RANK and WORLD_SIZE are set (world size {env.world_size}) but "
+                             f"{' and '.join(missing)} not; export MASTER_ADDR (rank 0's host) "
+                             f"and MASTER_PORT (a free port) on every rank, or launch with "
+                             f"torchrun")
         return env
     addr, port = env.master_addr, env.master_port
     if addr is None and environ.get("PBS_NODEFILE"):

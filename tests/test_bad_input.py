@@ -283,6 +283,11 @@ CASES = {
                                    r"unset it", env={**TORCHRUN_ENV, "RANK": "zero"}),
     "RANK beyond WORLD_SIZE": Case(FAST, r"inconsistent torchrun environment: rank 5, world "
                                          r"size 2", env={**TORCHRUN_ENV, "RANK": "5"}),
+    "RANK and WORLD_SIZE without MASTER_ADDR": Case(
+        FAST, r"RANK and WORLD_SIZE are set \(world size 2\) but MASTER_ADDR and MASTER_PORT "
+              r"not; export MASTER_ADDR \(rank 0's host\) and MASTER_PORT \(a free port\) on "
+              r"every rank, or launch with torchrun$",
+        env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}),
     "PMI_RANK without PMI_SIZE": Case(FAST, r"PMI_RANK is set but PMI_SIZE is not: a half-set "
                                             r"mpich environment", env={"PMI_RANK": "0"}),
     # --- resuming and naming runs ---

@@ -557,3 +557,12 @@ def test_import_is_torch_free():
     assert python_prints("import sys, mnist_hpc.launcher; "
                          "print('torch' in sys.modules, 'mpi4py' in sys.modules)") == ["False",
                                                                                        "False"]
+
+
+@pytest.mark.parametrize("dropped", [("MASTER_ADDR",), ("MASTER_PORT",),
+                                     ("MASTER_ADDR", "MASTER_PORT")])
+def test_hand_set_torchrun_variables_without_a_rendezvous_say_what_to_export(dropped):
+    environ = {k: v for k, v in TORCHRUN.items() if k not in dropped}
+    with pytest.raises(UsageError, match=rf"^RANK and WORLD_SIZE are set \(world size 8\) but "
+                                         rf"{' and '.join(dropped)} not; export MASTER_ADDR"):
+        launcher.rendezvous(launcher.detect(environ), environ)
