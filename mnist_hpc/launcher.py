@@ -277,7 +277,7 @@ def _mpi_broadcast(addr: Optional[str], port: Optional[int]) -> tuple[str, int]:
     # mpi4py would run at exit) waits for all ranks, so a rank that raised would stay alive
     # with its gloo sockets open and its peers would wait for the collective timeout.
     # (MPICH leaves a SIGUSR1 handler of its own behind: train.main installs its preemption
-    # handlers again once the session is up.)
+    # handlers again right after the rendezvous.)
     MPI.Finalize()
     return addr, port
 
