@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UsageError
-from .launcher import DistEnv, cpu_threads
+from .launcher import DistEnv
 from .watchdog import deadline, find_job
 
 T = TypeVar("T")
@@ -48,6 +48,20 @@ def pick_device(requested: str, env: DistEnv,
         environ = os.environ if environ is None else environ
         torch.set_num_threads(cpu_threads(env.local_world_size, environ))
     return torch.device(requested)
+
+
+def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
+    """Threads for a CPU rank. An explicit count wins: OMP_NUM_THREADS (torchrun sets 1 when
+    it starts several ranks), else Slurm's --cpus-per-task. Otherwise split the cores this
+    process may use among the node's local ranks, unless the launcher already bound the rank
+    to a subset of cores (then use that subset whole)."""
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        if environ.get(name, "").isdigit() and int(environ[name]) > 0:
+            return int(environ[name])
+    allowed = len(os.sched_getaffinity(0))
+    if allowed < (os.cpu_count() or allowed):
+        return allowed
+    return max(1, allowed // local_world_size)
 
 
 def pick_backend(requested: str, device: torch.device) -> str:

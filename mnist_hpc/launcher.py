@@ -9,7 +9,6 @@ finalized as soon as rank 0's address has been sent.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import zlib
@@ -286,20 +285,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]
-
-
-def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
-    """Threads for a CPU rank. An explicit count wins: OMP_NUM_THREADS (torchrun sets 1 when
-    it starts several ranks), else Slurm's --cpus-per-task. Otherwise split the cores this
-    process may use among the node's local ranks, unless the launcher already bound the rank
-    to a subset of cores (then use that subset whole)."""
-    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
-        if environ.get(name, "").isdigit() and int(environ[name]) > 0:
-            return int(environ[name])
-    allowed = len(os.sched_getaffinity(0))
-    if allowed < (os.cpu_count() or allowed):
-        return allowed
-    return max(1, allowed // local_world_size)
 
 
 def detect_leniently(environ: Mapping[str, str]) -> DistEnv:

@@ -1,7 +1,9 @@
-"""The torch side of the job: backend choice and an import without side effects."""
+"""The torch side of the job: backend choice, CPU threads, GPU sharing and an import without
+side effects."""
 
 from __future__ import annotations
 
+import os
 
 import pytest
 import torch
@@ -43,3 +45,25 @@ def test_import_has_no_side_effects():
     assert python_prints("import sys, torch.distributed as d; import mnist_hpc.dist; "
                          "print('mpi4py' in sys.modules, d.is_initialized())") == ["False",
                                                                                    "False"]
+
+
+@pytest.mark.parametrize("allowed, cores, local_world, threads", [
+    (8, 8, 1, 8), (8, 8, 2, 4), (8, 8, 3, 2), (8, 8, 16, 1),  # whole node: split it
+    (2, 8, 4, 2), (1, 8, 1, 1),                               # the launcher bound this rank
+])
+def test_cpu_threads(monkeypatch, allowed, cores, local_world, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed)))
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert dist.cpu_threads(local_world, {}) == threads
+
+
+@pytest.mark.parametrize("environ, threads", [
+    ({"OMP_NUM_THREADS": "3"}, 3),                             # the user's explicit count
+    ({"SLURM_CPUS_PER_TASK": "6"}, 6),                         # sbatch/srun --cpus-per-task
+    ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "6"}, 2),
+    ({"OMP_NUM_THREADS": "", "SLURM_CPUS_PER_TASK": "x"}, 4),  # unusable: split the node
+])
+def test_cpu_threads_honours_explicit_counts(monkeypatch, environ, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert dist.cpu_threads(2, environ) == threads

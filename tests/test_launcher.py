@@ -43,7 +43,6 @@ fails here instead of falling back to rank 0. Sources:
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 
@@ -529,28 +528,6 @@ def test_one_process_needs_no_rendezvous():
 ])
 def test_expand_hostlist(hostlist, hosts):
     assert launcher.expand_hostlist(hostlist) == hosts
-
-
-@pytest.mark.parametrize("allowed, cores, local_world, threads", [
-    (8, 8, 1, 8), (8, 8, 2, 4), (8, 8, 3, 2), (8, 8, 16, 1),  # whole node: split it
-    (2, 8, 4, 2), (1, 8, 1, 1),                               # the launcher bound this rank
-])
-def test_cpu_threads(monkeypatch, allowed, cores, local_world, threads):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed)))
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    assert launcher.cpu_threads(local_world, {}) == threads
-
-
-@pytest.mark.parametrize("environ, threads", [
-    ({"OMP_NUM_THREADS": "3"}, 3),                             # the user's explicit count
-    ({"SLURM_CPUS_PER_TASK": "6"}, 6),                         # sbatch/srun --cpus-per-task
-    ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "6"}, 2),
-    ({"OMP_NUM_THREADS": "", "SLURM_CPUS_PER_TASK": "x"}, 4),  # unusable: split the node
-])
-def test_cpu_threads_honours_explicit_counts(monkeypatch, environ, threads):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert launcher.cpu_threads(2, environ) == threads
 
 
 def test_import_is_torch_free():
