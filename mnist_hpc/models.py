@@ -58,30 +58,47 @@ class _ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A small ResNet for 28x28 digits: stem, two stages of residual blocks, pooled head."""
+    """A small ResNet for 28x28 digits: stem, three stages of residual blocks (32, 64, 128
+    channels at 28, 14 and 7 pixels), pooled head. The third stage widens each feature's
+    field of view to the whole digit before the pooling (two stages see about 19 pixels)."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU())
         self.stage_1 = _ResidualBlock(width)
-        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.down_1 = _downsample(width)
         self.stage_2 = _ResidualBlock(2 * width)
-        self.head = nn.Linear(2 * width, 10)
+        self.down_2 = _downsample(2 * width)
+        self.stage_3 = _ResidualBlock(4 * width)
+        self.head = nn.Linear(4 * width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stage_2(self.down(self.stage_1(self.stem(x))))
+        x = self.stage_1(self.stem(x))
+        x = self.stage_3(self.down_2(self.stage_2(self.down_1(x))))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-class ViT(nn.Module):
-    """A small vision transformer: 7x7 patches, learned position embeddings, a class token."""
+def _downsample(channels: int) -> nn.Sequential:
+    """Halve the resolution, double the channels."""
+    return nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(2 * channels), nn.ReLU())
 
-    def __init__(self, patch: int = 7, dim: int = 64, depth: int = 4, heads: int = 4) -> None:
+
+class ViT(nn.Module):
+    """A small vision transformer: a convolutional stem makes 7x7 tokens, then learned position
+    embeddings, a class token and pre-norm encoder layers.
+
+    The stem (two stride-2 3x3 convolutions, as in Xiao et al. 2021, "Early convolutions help
+    transformers see better") replaces the 7x7-pixel patchify: on MNIST it gives 49 tokens of
+    overlapping views where 7x7 patches gave 16 disjoint ones (97.46 % test after the 6-epoch
+    recipe with patches; README)."""
+
+    def __init__(self, dim: int = 64, depth: int = 4, heads: int = 4) -> None:
         super().__init__()
-        self.embed = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
-        patches = (28 // patch) ** 2
+        self.embed = nn.Sequential(nn.Conv2d(1, dim // 2, 3, stride=2, padding=1), nn.GELU(),
+                                   nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1))
+        patches = 7 * 7  # 28 -> 14 -> 7
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, patches + 1, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0,
