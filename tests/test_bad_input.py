@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import pytest
 import torch
 
-from mnist_hpc import data
+from mnist_hpc import mnist_files
 
 from conftest import REPO, clean_env
 
@@ -60,10 +60,10 @@ class Case:
 def data_copy(tmp: Path) -> Path:
     """A private data dir: links to the carried files (and their decompressed copies, where
     made already), so a case replaces only the file it damages."""
-    raw = data.raw_dir(tmp / "data")
+    raw = mnist_files.raw_dir(tmp / "data")
     raw.mkdir(parents=True)
     for source in RAW.iterdir():
-        if source.name.removesuffix(".gz") in data.FILES:
+        if source.name.removesuffix(".gz") in mnist_files.FILES:
             (raw / source.name).symlink_to(source)
     return raw
 
@@ -110,7 +110,7 @@ def remove_file(name: str) -> Callable[[Path], None]:
 
 def unreadable_file(tmp: Path) -> None:
     replace_file("train-labels-idx1-ubyte", lambda blob: blob)(tmp)
-    (data.raw_dir(tmp / "data") / "train-labels-idx1-ubyte.gz").chmod(0)
+    (mnist_files.raw_dir(tmp / "data") / "train-labels-idx1-ubyte.gz").chmod(0)
 
 
 def yaml_file(text: str) -> Callable[[Path], None]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_hpc import data
+from mnist_hpc import data, mnist_files
 from mnist_hpc.errors import UsageError
 
 from conftest import REPO, clean_env, run_trainer
@@ -27,9 +27,9 @@ def splits():
 @pytest.fixture
 def data_copy(tmp_path) -> Path:
     """A private data dir holding the four .gz files, to corrupt at will."""
-    raw = data.raw_dir(tmp_path)
+    raw = mnist_files.raw_dir(tmp_path)
     raw.mkdir(parents=True)
-    for name in data.FILES:
+    for name in mnist_files.FILES:
         shutil.copy(RAW / f"{name}.gz", raw)
     return tmp_path
 
@@ -57,12 +57,12 @@ def test_limit_keeps_the_first_images_of_each_split(splits):
 
 
 def test_decompressed_copy_is_made_once_and_verified(data_copy):
-    data.load_raw(data_copy)
-    plain = data.raw_dir(data_copy) / "t10k-labels-idx1-ubyte"
+    mnist_files.load_raw(data_copy)
+    plain = mnist_files.raw_dir(data_copy) / "t10k-labels-idx1-ubyte"
     assert plain.is_file()
     # a corrupt decompressed copy beside a good .gz is replaced, not trusted
     plain.write_bytes(b"garbage")
-    data.load_raw(data_copy)
+    mnist_files.load_raw(data_copy)
     assert plain.read_bytes() == gzip.decompress((RAW / "t10k-labels-idx1-ubyte.gz").read_bytes())
 
 
@@ -81,14 +81,14 @@ def _corrupt(path: Path, how: str) -> None:
     ("flipped", r"t10k-images-idx3-ubyte.gz is corrupt or truncated \(md5"),
 ])
 def test_damaged_file_is_refused(data_copy, how, pattern):
-    _corrupt(data.raw_dir(data_copy) / "t10k-images-idx3-ubyte.gz", how)
+    _corrupt(mnist_files.raw_dir(data_copy) / "t10k-images-idx3-ubyte.gz", how)
     with pytest.raises(UsageError, match=pattern):
-        data.load_raw(data_copy)
+        mnist_files.load_raw(data_copy)
 
 
 @pytest.mark.parametrize("how", ["truncated", "flipped"])
 def test_damaged_file_exits_2_with_one_line(data_copy, tmp_path, how):
-    _corrupt(data.raw_dir(data_copy) / "train-images-idx3-ubyte.gz", how)
+    _corrupt(mnist_files.raw_dir(data_copy) / "train-images-idx3-ubyte.gz", how)
     result = run_trainer(["--data-dir", str(data_copy), "--results-dir", str(tmp_path / "r"),
                           "--limit", "64"])
     assert result.returncode == 2, result.stderr
@@ -99,19 +99,19 @@ def test_damaged_file_exits_2_with_one_line(data_copy, tmp_path, how):
 
 
 def test_missing_file_names_the_file_and_the_fix(data_copy):
-    (data.raw_dir(data_copy) / "train-labels-idx1-ubyte.gz").unlink()
+    (mnist_files.raw_dir(data_copy) / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(UsageError, match=r"train-labels-idx1-ubyte.gz is missing from .*"
                                          r"--data-dir.*--download"):
-        data.load_raw(data_copy)
+        mnist_files.load_raw(data_copy)
 
 
 def test_wrong_magic_number_is_named(data_copy):
-    path = data.raw_dir(data_copy) / "t10k-labels-idx1-ubyte.gz"
+    path = mnist_files.raw_dir(data_copy) / "t10k-labels-idx1-ubyte.gz"
     content = bytearray(gzip.decompress(path.read_bytes()))
     content[3] = 0x03
     path.write_bytes(gzip.compress(bytes(content)))
     with pytest.raises(UsageError, match=r"magic number 2051, expected 2049"):
-        data.load_raw(data_copy)
+        mnist_files.load_raw(data_copy)
 
 
 def test_train_rows_are_split_without_overlap_and_cover_each_global_batch():
@@ -174,12 +174,12 @@ threading.Thread(target=lambda: [held.append(listener.accept()) for _ in iter(in
 import os
 proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
 os.environ["HTTPS_PROXY"] = os.environ["HTTP_PROXY"] = proxy
-from mnist_hpc import data
+from mnist_hpc import mnist_files
 from mnist_hpc.errors import UsageError
-data.DOWNLOAD_TIMEOUT_S = 2.0
+mnist_files.DOWNLOAD_TIMEOUT_S = 2.0
 started = time.monotonic()
 try:
-    data.load_raw(sys.argv[1], download=True)
+    mnist_files.load_raw(sys.argv[1], download=True)
 except UsageError as exc:
     print(f"{time.monotonic() - started:.1f} {len(held)}")
     print(exc)
@@ -196,8 +196,10 @@ def test_download_behind_a_proxy_that_never_answers_gives_up_with_where_to_put_t
     timing, message = result.stdout.strip().splitlines()[-2:]
     seconds, connections = timing.split()
     assert int(connections) >= 1, "the download never reached the proxy"
-    assert float(seconds) < 2.0 * 8 + 10  # two mirrors for each of four files at most
-    raw = data.raw_dir(tmp_path)
+    # two mirrors for each of four files at most, 2 s a wait: 16 s plus Python's own time,
+    # which a loaded 2-core machine stretches to ~27 s; unbounded waits would reach 180 s
+    assert float(seconds) < 60
+    raw = mnist_files.raw_dir(tmp_path)
     assert message == (f"downloading MNIST into {raw} failed (TimeoutError: timed out); copy "
                        f"the four MNIST .gz files into {raw} (this repo carries them in "
                        f"data/MNIST/raw/) or point --data-dir at a directory holding MNIST/raw/")

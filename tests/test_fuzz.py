@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from mnist_hpc import data, train
+from mnist_hpc import mnist_files, train
 from mnist_hpc.config import CHOICES, FIELD_NAMES
 
 from conftest import REPO, run_trainer
@@ -145,7 +145,7 @@ def test_any_config_text_runs_or_is_refused_in_one_line(text):
 
 # --- random data files -----------------------------------------------------------------------
 
-GZ = {name: (RAW / f"{name}.gz").read_bytes() for name in data.FILES}
+GZ = {name: (RAW / f"{name}.gz").read_bytes() for name in mnist_files.FILES}
 _PLAIN: dict[str, bytes] = {}
 
 
@@ -158,7 +158,7 @@ def plain_content(name: str) -> bytes:
 @st.composite
 def damaged_file(draw) -> tuple[str, str, bytes]:
     """(file name, which form is written: gz or plain, its bytes), never the true content."""
-    name = draw(st.sampled_from(sorted(data.FILES)))
+    name = draw(st.sampled_from(sorted(mnist_files.FILES)))
     original = GZ[name]
     kind = draw(st.sampled_from(["random gz", "truncated gz", "mutated gz", "mutated content",
                                  "random plain", "truncated plain"]))
@@ -182,10 +182,10 @@ def damaged_file(draw) -> tuple[str, str, bytes]:
 
 def data_dir_with(folder: Path, name: str, form: str, content: bytes) -> Path:
     """The carried files, linked, with ``name`` replaced by ``content`` (as .gz or plain)."""
-    raw = data.raw_dir(folder / "data")
+    raw = mnist_files.raw_dir(folder / "data")
     raw.mkdir(parents=True)
     for source in RAW.iterdir():
-        if source.name.removesuffix(".gz") in data.FILES and not source.name.startswith(name):
+        if source.name.removesuffix(".gz") in mnist_files.FILES and not source.name.startswith(name):
             (raw / source.name).symlink_to(source)
     (raw / (f"{name}.gz" if form == "gz" else name)).write_bytes(content)
     return folder / "data"
@@ -217,7 +217,7 @@ def test_random_inputs_never_print_a_traceback(tmp_path, seed):
         rng.choice(FIELD_NAMES + ["bach_size"]): rng.choice([None, -1, 0, 3, 0.5, "x", [1, 2],
                                                              {"a": 1}, True])
         for _ in range(rng.randint(1, 4))}))
-    name = rng.choice(sorted(data.FILES))
+    name = rng.choice(sorted(mnist_files.FILES))
     data_dir = data_dir_with(tmp_path, name, "gz", GZ[name][:rng.randint(0, 5000)])
     for args in (["--config", str(config), *TINY], [*TINY, "--data-dir", str(data_dir)]):
         result = run_trainer([*args, "--results-dir", str(tmp_path / "results")], timeout=120)

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.distributed
 
-from .. import data, files, results
+from .. import files, mnist_files, results
 from ..errors import UsageError
 from ..launcher import DistEnv
 
@@ -50,7 +50,7 @@ def versions() -> dict:
 def data_problem(data_dir: str) -> Optional[str]:
     """The four MNIST files read and verified (magic, count, md5) as training reads them."""
     try:
-        data.load_raw(data_dir)
+        mnist_files.load_raw(data_dir)
     except UsageError as exc:
         return str(exc)
     return None
