@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 import torch
 
 from .errors import UsageError
-from .mnist_files import load_raw
+from .mnist_files import FILES, load_raw, raw_dir
 
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics, for --normalize
 
