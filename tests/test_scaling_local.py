@@ -44,12 +44,18 @@ def test_local_dry_run_commands_and_core_binding(tmp_path, capsys):
 # --- e2e: a local study with torchrun, then the report ------------------------------------
 
 @pytest.mark.e2e
-def test_local_study_then_report(tmp_path):
+@pytest.mark.parametrize("config, model, augment", [("default", "cnn", "none"),
+                                                    ("resnet", "resnet", "shift"),
+                                                    ("vit", "vit", "shift")])
+def test_local_study_then_report(tmp_path, config, model, augment):
+    """Each model's preset through a 1- and 2-rank study and its report (all three presets
+    train a global batch of 256 here)."""
     results = tmp_path / "results"
     sweep = write_sweep(tmp_path, f"""\
         name: e2e
         mode: strong
         ranks: [1, 2]
+        config: {config}
         batch_size: 256
         epochs: 2
         train_args: --device cpu --limit 512 --timeout 60
@@ -79,6 +85,7 @@ def test_local_study_then_report(tmp_path):
         assert 0 <= float(row["test_acc"]) <= 100
     assert rows[0]["comm_s"] == "" and float(rows[1]["comm_s"]) > 0  # gloo, 2 ranks only
     metrics = json.loads((study / "n1-r2-rep0" / "metrics.json").read_text())
+    assert (metrics["model"]["name"], metrics["config"]["augment"]) == (model, augment)
     assert float(rows[1]["epoch_s"]) == pytest.approx(metrics["epochs"][1]["train_s"])
 
     import matplotlib.image
