@@ -5,13 +5,16 @@
 #   2. python -m mnist_hpc.bench --device cuda (throughput cases with ratios to the
 #      notebook's loop, the seed recipe's whole run, time to accuracy) -> $OUT
 #   3. the fast preset's whole command, timed, and --deterministic's cost, from metrics.json
-# Run from anywhere, on the GPU node: bash jobs/gpu_check.sh
+#   4. with RECIPE_SEEDS=N (default 0: skipped, it takes minutes more): the resnet and vit
+#      presets' whole runs on seeds 0..N-1, each run's test accuracy and time
+# Run from anywhere, on the GPU node: bash jobs/gpu_check.sh  (RECIPE_SEEDS=5 bash ... for 4.)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."   # the repo root: tests and data paths hang off it
 OUT="${OUT:-bench-gpu.json}"              # where the bench writes its JSON
 PYTHON="${PYTHON:-python}"                # the interpreter with torch (a venv's, a module's)
-RESULTS="$(mktemp -d)"                    # the runs of step 3, removed at the end
+RECIPE_SEEDS="${RECIPE_SEEDS:-0}"         # seeds of step 4 (0: skip it)
+RESULTS="$(mktemp -d)"                    # the runs of steps 3 and 4, removed at the end
 trap 'rm -rf "$RESULTS"' EXIT
 
 echo "=== 1. GPU tests ==="
@@ -20,20 +23,37 @@ PYTHONPATH=. "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gp
 echo "=== 2. bench --device cuda ==="
 "$PYTHON" -m mnist_hpc.bench --device cuda --out "$OUT"
 
-echo "=== 3. the fast preset, whole command; --deterministic on and off ==="
-for deterministic in false true; do
+# One run, timed: its whole command's wall time and the figures of its metrics.json.
+run_and_summarise() {  # LABEL RUN_PARENT TRAIN_ARGS...
+    local label=$1 parent=$2 started ended
+    shift 2
     started=$(date +%s.%N)
-    "$PYTHON" -m mnist_hpc.train --config fast --deterministic "$deterministic" \
-        --results-dir "$RESULTS/$deterministic" > /dev/null
+    "$PYTHON" -m mnist_hpc.train "$@" --results-dir "$parent" > /dev/null
     ended=$(date +%s.%N)
-    "$PYTHON" - "$RESULTS/$deterministic" "$started" "$ended" "$deterministic" <<'PY'
+    "$PYTHON" - "$parent" "$started" "$ended" "$label" <<'PY'
 import json, pathlib, sys
 run_dir = next(pathlib.Path(sys.argv[1]).iterdir())
 m = json.loads((run_dir / "metrics.json").read_text())
 f, b = m["final"], m["batch"]
-print(f"fast, deterministic {sys.argv[4]}: command {float(sys.argv[3]) - float(sys.argv[2]):.1f} s"
+print(f"{sys.argv[4]}: command {float(sys.argv[3]) - float(sys.argv[2]):.1f} s"
       f" wall, startup_s {f['startup_s']:.2f}, warmup_s {f['warmup_s']:.2f}, train_s "
       f"{f['train_s']:.2f} (epochs: {', '.join('%.2f' % e['train_s'] for e in m['epochs'])}), "
       f"test {f['test_acc']:.2f} %, {b['precision']}, cuda_graphs {b['cuda_graphs']}")
 PY
+}
+
+echo "=== 3. the fast preset, whole command; --deterministic on and off ==="
+for deterministic in false true; do
+    run_and_summarise "fast, deterministic $deterministic" "$RESULTS/$deterministic" \
+        --config fast --deterministic "$deterministic"
 done
+
+if (( RECIPE_SEEDS > 0 )); then
+    echo "=== 4. the resnet and vit presets, seeds 0..$((RECIPE_SEEDS - 1)) ==="
+    for config in resnet vit; do
+        for ((seed = 0; seed < RECIPE_SEEDS; seed++)); do
+            run_and_summarise "$config, seed $seed" "$RESULTS/$config-$seed" \
+                --config "$config" --seed "$seed"
+        done
+    done
+fi
