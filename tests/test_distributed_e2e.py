@@ -127,20 +127,25 @@ def test_ddp_steps_equal_single_process_steps(tmp_path):
         result = launch(launcher(kind) + [script, str(tmp_path)], timeout=300)
         assert result.returncode == 0, str(result)
     # SGD's update is the gradient; Adam's is about lr (1e-3) per weight, so its tolerance
-    # only absorbs float noise in near-zero gradients. The ResNet's last batch holds 3 images,
-    # whose BatchNorm backward amplifies float noise: measured 3e-5 with --sync-bn after step
-    # 3, and 4e-4 (step 1) to 4e-3 (step 3) without it
-    for case, optimizer, atol in (("cnn", "sgd", 1e-6), ("cnn", "adam", 2e-5),
-                                  ("resnet-syncbn", "sgd-bn", 1e-4), ("resnet", "sgd-bn", 1e-4)):
+    # only absorbs float noise in near-zero gradients. The ResNet's float noise grows about
+    # 20x a step, and its last batch holds 3 images, whose BatchNorm backward amplifies it.
+    # Measured, largest difference after steps 1 / 2 / 3 (2 ranks against one process, a
+    # 2-core CPU): 8e-7 / 1.5e-5 / 8e-4 with --sync-bn; 1e-3 / 1.2e-3 / 9e-3 without. So each
+    # step has its tolerance: (full batches, the 3-image batch).
+    for case, optimizer, atols in (("cnn", "sgd", (1e-6, 1e-6)), ("cnn", "adam", (2e-5, 2e-5)),
+                                   ("resnet-syncbn", "sgd-bn", (1e-4, 2e-3)),
+                                   ("resnet", "sgd-bn", (1e-4, 2e-3))):
         reference = torch.load(tmp_path / f"plain-{case}-{optimizer}-w1-rank0.pt")
         assert len(reference) == 3
         for name in ("w1-rank0", "w2-rank0", "w2-rank1"):
             steps = torch.load(tmp_path / f"engine-{case}-{optimizer}-{name}.pt")
             assert len(steps) == len(reference)
             if case == "resnet" and name != "w1-rank0":
-                assert steps_differ(steps, reference, atol), f"{name}: per-rank BatchNorm"
+                assert steps_differ(steps[:1], reference[:1], atols[0]), \
+                    f"{name}: per-rank BatchNorm"
                 continue
             for step, (got, want) in enumerate(zip(steps, reference)):
+                atol = atols[step == len(reference) - 1]
                 for key in want:
                     torch.testing.assert_close(
                         got[key], want[key], rtol=1e-5, atol=atol,
