@@ -225,7 +225,7 @@ def load_sweep(name_or_path: str, results_dir: Optional[str] = None) -> Sweep:
                          f"{max(ranks)} ranks: raise batch_size to at least {max(ranks)}")
     # the trainer's own parser checks the extra flags and their values, as a job would
     flags.parse_args(["--config", config_name, "--epochs", str(epochs),
-                           "--batch-size", str(batch), *train_args])
+                      "--batch-size", str(batch), *train_args])
 
     launcher = data["local"].get("launcher", "torchrun")
     if launcher not in LOCAL_LAUNCHERS:
