@@ -2,7 +2,7 @@
 
 Reads the config and finds this process's place in the job before torch loads, so that
 ``--help``, bad input and a broken launcher environment are answered without it (README
-"Options"); then trains (``mnist_hpc.trainer``) and turns the outcome into the exit code
+"Options"); then trains (``mnist_hpc.run.loop``) and turns the outcome into the exit code
 (``mnist_hpc.errors``) and at most one line per rank.
 """
 
@@ -13,11 +13,23 @@ import sys
 import threading
 from typing import Optional
 
-from . import launcher, ranklog, startup, watchdog  # startup: its fallback clock starts at import
-from .flags import parse_args
-from .errors import (EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, Preempted, UsageError,
-                     describe)
-from .stop import StopRequest, install_signal_handlers, restore_signal_handlers
+from .config.flags import parse_args
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    Preempted,
+    UsageError,
+    describe,
+)
+from .job import layout, watchdog
+from .job.preemption import (
+    StopRequest,
+    install_signal_handlers,
+    restore_signal_handlers,
+)
+from .observe import ranklog  # startup: its fallback clock starts at import
 
 
 def _hard_exit_after(seconds: float, code: int, launcher_name: str) -> threading.Timer:
@@ -45,7 +57,7 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
     """Train; return the exit code. ``keep_signal_handlers``: the process ends right after,
     so a launcher's SIGTERM to the slower ranks (srun --kill-on-bad-exit, once the first
     rank has exited 75) must not kill them during teardown and turn 75 into 143."""
-    rank = launcher.detect_leniently(os.environ).rank
+    rank = layout.detect_leniently(os.environ).rank
     try:
         config = parse_args(argv)
     except UsageError as exc:
@@ -63,11 +75,12 @@ def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -
         install_signal_handlers(stop)
         if config.deterministic:  # read by cuBLAS when CUDA starts: before torch loads
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        from . import dist, trainer  # torch loads here, once the config and the job are good
-        with dist.session(config.device, config.backend, config.timeout, job=job) as env:
+        from .job import process_group
+        from .run import loop  # torch loads here, once the config and the job are good
+        with process_group.session(config.device, config.backend, config.timeout, job=job) as env:
             joined = True
             try:
-                return trainer.train(config, env, stop)
+                return loop.train(config, env, stop)
             except BaseException as exc:
                 # armed before the process group's teardown, which can hang on a dead peer
                 hard_exit = _hard_exit_after(60, exit_code(exc), job.launcher)
@@ -111,7 +124,7 @@ def main_exit() -> None:
     if code == EXIT_FAILURE:
         # its line is printed: under mpiexec a rank that merely exits leaves a stopped peer
         # (and so the job) waiting for ever; dying by a signal makes hydra end every rank
-        watchdog.end_job_on_failure(launcher.detect_leniently(os.environ).launcher)
+        watchdog.end_job_on_failure(layout.detect_leniently(os.environ).launcher)
     if code != EXIT_OK:
         # a failing rank exits normally: the slower shutdown lets every rank print its one
         # line before mpiexec kills the job on the first non-zero exit

@@ -9,7 +9,7 @@ the engine's sum scaled by world size / global size) would weigh the lone sample
 twice as much. ``plain`` is the reference: the mean cross-entropy of the whole global batch,
 written without the package's engine or data sharding. ``engine`` wraps the model in DDP as
 train.py does (gradient bucket views and the timed all-reduce hook on gloo) and feeds
-``train_one_epoch`` this rank's slices from ``data.train_steps``. Networks come from
+``train_one_epoch`` this rank's slices from ``batches.epoch_batches``. Networks come from
 ``recipe.build``: the cnn, and the ResNet with and without ``sync_bn`` (its BatchNorm only
 matches one process when its statistics span both ranks). Each rank saves its snapshots to
 ``OUT_DIR/{mode}-{case}-{optimizer}-w{world size}-rank{rank}.pt``.
@@ -24,8 +24,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from mnist_hpc import data, dist, engine, launcher, recipe
-from mnist_hpc.config import RunConfig, make_config
+from mnist_hpc.config.options import RunConfig, make_config
+from mnist_hpc.data import dataset
+from mnist_hpc.data.batches import BatchPlan, epoch_batches
+from mnist_hpc.job import layout, process_group
+from mnist_hpc.observe.comm_timer import CommTimer, timed_allreduce_hook
+from mnist_hpc.step import engine, recipe
 
 N = 1027  # 2 x 512 + 3
 GLOBAL_BATCH = 512
@@ -49,9 +53,9 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.state_dict().items()}
 
 
-def plain(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module) -> list:
+def plain(split: dataset.Split, optimizer: torch.optim.Optimizer, model: nn.Module) -> list:
     snapshots = []
-    order = data.epoch_order(N, SEED, 0, True)  # the same global batches; no sharding here
+    order = BatchPlan(N, GLOBAL_BATCH, seed=SEED).order(0)  # the same global batches, unsharded
     for start in range(0, N, GLOBAL_BATCH):
         index = order[start:start + GLOBAL_BATCH]
         inputs = split.images[index].unsqueeze(1).float() / 255
@@ -63,16 +67,16 @@ def plain(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module)
     return snapshots
 
 
-def with_engine(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.Module,
-                env: launcher.DistEnv) -> list:
+def with_engine(split: dataset.Split, optimizer: torch.optim.Optimizer, model: nn.Module,
+                env: layout.DistEnv) -> list:
     snapshots = []
     wrapped: nn.Module = model
     if env.distributed:
         wrapped = DDP(model, gradient_as_bucket_view=True)
-        wrapped.register_comm_hook(engine.CommTimer(), engine.timed_allreduce_hook)
-    steps = data.train_steps(N, GLOBAL_BATCH, env.rank, env.world_size, SEED, 0, True)
+        wrapped.register_comm_hook(CommTimer(), timed_allreduce_hook)
+    plan = BatchPlan(N, GLOBAL_BATCH, env.rank, env.world_size, SEED)
     precision = engine.Precision()
-    batches = engine.device_batches(split, [(s.local, s.global_size) for s in steps], precision)
+    batches = epoch_batches(split, plan, 0)
     engine.train_one_epoch(wrapped, batches, optimizer, nn.CrossEntropyLoss(reduction="sum"),
                            env.world_size, precision, on_step=lambda step: snapshots.append(
                                snapshot(model)))
@@ -80,9 +84,9 @@ def with_engine(split: data.Split, optimizer: torch.optim.Optimizer, model: nn.M
 
 
 def main(out_dir: Path) -> None:
-    split = data.load_splits(RunConfig().data_dir, limit=N).train
+    split = dataset.load_splits(RunConfig().data_dir, limit=N).train
     assert len(split) == N
-    with dist.session(device="cpu", backend="gloo", timeout_s=60) as env:
+    with process_group.session(device="cpu", backend="gloo", timeout_s=60) as env:
         modes = ("engine",) if env.distributed else ("plain", "engine")
         for mode in modes:
             for case, (model_name, sync_bn, optimizers) in CASES.items():

@@ -62,7 +62,7 @@ def _install_fault() -> None:
     import torch
     import torch.distributed
 
-    from mnist_hpc import engine
+    from mnist_hpc.step import engine
 
     kind = os.environ.get("FAULT", "oom")
     errors = {"oom": torch.OutOfMemoryError, "runtime": RuntimeError}
@@ -156,7 +156,7 @@ if __name__ == "__main__":
 
     if os.environ.get("FAULT") == "stop":
         # the console script's exit: under mpiexec a failing rank ends the job by a signal,
-        # the only way hydra stops waiting for a stopped peer (mnist_hpc.watchdog)
+        # the only way hydra stops waiting for a stopped peer (mnist_hpc.job.watchdog)
         train.main_exit()
     # the other faults return normally, so that every rank's error line is printed before
     # the launcher ends the job

@@ -9,10 +9,10 @@ import os
 import sys
 
 import mnist_hpc
-from mnist_hpc import launcher
 from mnist_hpc.doctor import cli
+from mnist_hpc.job import layout
 
-if launcher.detect(os.environ).rank == int(os.environ.get("FAULT_RANK", "1")):
+if layout.detect(os.environ).rank == int(os.environ.get("FAULT_RANK", "1")):
     for pair in filter(None, os.environ.get("FAULT_ENV", "").split(",")):
         name, _, value = pair.partition("=")
         os.environ[name] = value

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, clean_env, only_run_dir
 
 PYTHON = sys.executable

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import pytest
-
 from conftest import clean_env
 
 DAEMONS = ("munged", "slurmctld", "slurmd")

@@ -6,30 +6,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_hpc import augment, data, engine
-from mnist_hpc.config import RunConfig, make_config
-from mnist_hpc.flags import parse_args
+from mnist_hpc.config.flags import parse_args
+from mnist_hpc.config.options import RunConfig, make_config
+from mnist_hpc.data import augment, dataset
+from mnist_hpc.data.batches import BatchPlan, Step, device_batches, epoch_batches
 from mnist_hpc.errors import UsageError
 
-N, BATCH, SEED, EPOCH = 300, 64, 3, 1
+N, BATCH, SEED, EPOCH, SPLIT_SEED = 300, 64, 3, 1, 55
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def split() -> data.Split:
-    return data.load_splits(RunConfig().data_dir, limit=N).train
+def split() -> dataset.Split:
+    return dataset.load_splits(RunConfig().data_dir, limit=N).train
 
 
 def images_by_sample(split, mode: str, world_size: int) -> dict[int, torch.Tensor]:
     """Every rank's training inputs of one epoch, keyed by position in the split."""
-    transforms = augment.for_epoch(mode, SEED, EPOCH, len(split), CPU)
     found = {}
     for rank in range(world_size):
-        steps = data.train_steps(len(split), BATCH, rank, world_size, SEED, EPOCH, True)
-        positions = [(s.local, s.global_size) for s in steps]
-        batches = engine.device_batches(split, positions, engine.Precision(), transforms)
-        for (local, _), (inputs, _, _) in zip(positions, batches):
-            found.update(zip(local.tolist(), inputs))
+        plan = BatchPlan(len(split), BATCH, rank, world_size, SEED, augment=mode)
+        for step, (inputs, _, _) in zip(plan.steps(EPOCH), epoch_batches(split, plan, EPOCH)):
+            found.update(zip(step.local.tolist(), inputs))
     return found
 
 
@@ -47,7 +45,7 @@ def test_a_sample_gets_the_same_transform_at_one_rank_and_two(split, mode):
 @pytest.mark.parametrize("mode", ["shift", "affine"])
 def test_transforms_are_seeded_by_seed_and_epoch(split, mode):
     def theta(seed, epoch):
-        return augment.for_epoch(mode, seed, epoch, N, CPU).theta
+        return augment.for_epoch(mode, seed, SPLIT_SEED, epoch, N, CPU).theta
 
     assert torch.equal(theta(SEED, EPOCH), theta(SEED, EPOCH))
     assert not torch.equal(theta(SEED, EPOCH), theta(SEED, EPOCH + 1))
@@ -56,13 +54,13 @@ def test_transforms_are_seeded_by_seed_and_epoch(split, mode):
 
 @pytest.mark.parametrize("mode", ["shift", "affine"])
 def test_shape_dtype_and_range_are_kept(split, mode):
-    transforms = augment.for_epoch(mode, SEED, EPOCH, N, CPU)
+    transforms = augment.for_epoch(mode, SEED, SPLIT_SEED, EPOCH, N, CPU)
     index = torch.arange(N)
     out = transforms.apply(split.images, index)
     assert out.dtype == torch.uint8 and out.shape == split.images.shape
     assert out.float().sum() > 0.8 * split.images.float().sum()  # digits moved, not erased
-    [(inputs, labels, size)] = engine.device_batches(
-        split, [(index, N)], engine.Precision(channels_last=True), transforms)
+    [(inputs, labels, size)] = device_batches(
+        split, [Step(index, N)], BatchPlan(N, N, channels_last=True), transforms)
     assert inputs.shape == (N, 1, 28, 28) and inputs.dtype == torch.float32
     assert inputs.is_contiguous(memory_format=torch.channels_last)
     assert 0.0 <= inputs.min() and inputs.max() <= 1.0
@@ -72,7 +70,7 @@ def test_shape_dtype_and_range_are_kept(split, mode):
 def test_a_shift_is_a_whole_pixel_translation(split):
     """The shifted image is the original moved by its (dx, dy) pixel for pixel, with
     background (0) moved in at the edges."""
-    transforms = augment.for_epoch("shift", SEED, EPOCH, N, CPU)
+    transforms = augment.for_epoch("shift", SEED, SPLIT_SEED, EPOCH, N, CPU)
     out = transforms.apply(split.images, torch.arange(N))
     pixels = transforms.theta[:, :, 2] * (-augment.SIZE / 2)
     shifts = pixels.round().long()
@@ -89,11 +87,11 @@ def test_a_shift_is_a_whole_pixel_translation(split):
 def test_off_by_default_and_the_batches_unchanged(split):
     assert RunConfig().augment == "none"
     assert parse_args([]).augment == "none"
-    assert augment.for_epoch("none", SEED, EPOCH, N, CPU) is None
+    assert augment.for_epoch("none", SEED, SPLIT_SEED, EPOCH, N, CPU) is None
     index = torch.arange(BATCH)
-    precision = engine.Precision(normalize=True, channels_last=True)
-    [(inputs, _, _)] = engine.device_batches(split, [(index, BATCH)], precision)
-    assert torch.equal(inputs, data.to_input(split.images[index], True, True))
+    plan = BatchPlan(N, BATCH, normalize=True, channels_last=True)
+    [(inputs, _, _)] = device_batches(split, [Step(index, BATCH)], plan, None)
+    assert torch.equal(inputs, dataset.to_input(split.images[index], True, True))
 
 
 def test_the_flag_sets_it_and_the_torchvision_loader_refuses_it():

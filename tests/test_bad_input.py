@@ -21,10 +21,9 @@ from typing import Callable, Optional
 
 import pytest
 import torch
-
-from mnist_hpc import mnist_files
-
 from conftest import REPO, clean_env
+
+from mnist_hpc.data import mnist_files
 
 pytestmark = pytest.mark.e2e
 

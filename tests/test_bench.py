@@ -11,12 +11,11 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, clean_env
 
 from mnist_hpc import bench
 from mnist_hpc.bench import cli, machine, settings, throughput
 from mnist_hpc.errors import UsageError
-
-from conftest import REPO, clean_env
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from mnist_hpc import data, engine, recipe
-from mnist_hpc.bench import notebook, package
-from mnist_hpc.bench.settings import SEED, Settings
-from mnist_hpc.launcher import DistEnv
-
 from conftest import REPO
+
+from mnist_hpc import seeds
+from mnist_hpc.bench import notebook, package
+from mnist_hpc.bench.settings import SEED, SPLIT_SEED, Settings
+from mnist_hpc.data import dataset
+from mnist_hpc.data.batches import BatchPlan
+from mnist_hpc.job.layout import DistEnv
+from mnist_hpc.step import engine, recipe
 
 CPU = torch.device("cpu")
 LIMIT = 300
@@ -25,10 +27,10 @@ def _settings() -> Settings:
 
 def test_seed_preset_starts_where_the_notebook_does():
     model, _, _ = notebook.network(CPU)
-    torch.manual_seed(data.derived_seed(SEED, 1))  # as notebook.train_network seeds dropout
+    torch.manual_seed(seeds.stream("dropout", SEED, SPLIT_SEED, 0))  # as train_network does
     notebook_rng = torch.get_rng_state()
     config = package.preset("seed", _settings())
-    built = recipe.build(config, CPU, data.steps_per_epoch(LIMIT, config.batch_size, 1))
+    built = recipe.build(config, CPU, BatchPlan(LIMIT, config.batch_size).steps_per_epoch)
     assert torch.equal(torch.get_rng_state(), notebook_rng)
     weights = built.raw_model.state_dict()
     assert list(weights) == list(model.state_dict())
@@ -44,7 +46,7 @@ def test_notebook_evaluate_sees_the_package_split():
     _, validation_data = notebook.datasets(str(REPO / "data"), LIMIT)
     loader = torch.utils.data.DataLoader(validation_data, batch_size=100)
     accuracy, loss = notebook.evaluate(loader, model, loss_fn, CPU)
-    val = data.load_splits(REPO / "data", limit=LIMIT).val
+    val = dataset.load_splits(REPO / "data", limit=LIMIT).val
     found = engine.evaluate(model, val, range(len(val)), DistEnv(device="cpu"),
                             engine.Precision(), batch_size=100)
     assert found.count == LIMIT

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mnist_hpc import checkpoint, files, results, train
-from mnist_hpc.errors import UsageError
-
 from conftest import REPO, clean_env, error_lines, read_metrics, run_trainer
+
+from mnist_hpc import files, train
+from mnist_hpc.errors import UsageError
+from mnist_hpc.run import checkpoint, rundir
 
 ARGS = ["--limit", "128", "--batch-size", "64", "--device", "cpu"]
 
@@ -190,7 +190,8 @@ CRASH_SCRIPT = r"""
 import io, os, signal, sys
 from pathlib import Path
 import torch
-from mnist_hpc import checkpoint, files, results
+from mnist_hpc import files
+from mnist_hpc.run import checkpoint, rundir
 
 how, folder = sys.argv[1], Path(sys.argv[2])
 
@@ -205,8 +206,8 @@ def write(version):
         return
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    (results.atomic_write if how == "atomic" else naive_write)(
-        folder / results.CHECKPOINT, buffer.getvalue())
+    (rundir.atomic_write if how == "atomic" else naive_write)(
+        folder / rundir.CHECKPOINT, buffer.getvalue())
 
 write(1)
 
@@ -230,7 +231,7 @@ def crash_mid_write(how: str, folder: Path) -> Path:
     proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, how, str(folder)], cwd=REPO,
                           env=clean_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr  # it really died mid-write
-    return folder / results.CHECKPOINT
+    return folder / rundir.CHECKPOINT
 
 
 @pytest.mark.parametrize("how", ["atomic", "checkpoint"])
@@ -255,7 +256,7 @@ def test_atomic_write_really_is_the_rename(tmp_path, monkeypatch):
     """A mutation check in-process: replacing the rename by a copy makes the crash visible."""
     target = tmp_path / "metrics.json"
     files.atomic_write(target, '{"status": "running"}\n')
-    monkeypatch.setattr(results.os, "replace",
+    monkeypatch.setattr(rundir.os, "replace",
                         lambda src, dst: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         files.atomic_write(target, '{"status": "completed"}\n')
@@ -289,7 +290,7 @@ def test_resume_latest_takes_the_newest_unfinished_run(tmp_path):
     _fake_run(tmp_path, "old-preempted", "preempted", 1_000)
     newest_unfinished = _fake_run(tmp_path, "preempted", "preempted", 2_000)
     _fake_run(tmp_path, "finished-later", "completed", 3_000)
-    assert results.find_resumable(tmp_path) == newest_unfinished
+    assert rundir.find_resumable(tmp_path) == newest_unfinished
     assert checkpoint.resolve("latest", str(tmp_path), None) == newest_unfinished
     (newest_unfinished / "metrics.json").write_text('{"status": "completed"}')
     (tmp_path / "old-preempted" / "metrics.json").write_text('{"status": "completed"}')
@@ -354,12 +355,12 @@ def test_a_completed_run_is_never_resumed(tmp_path):
 def test_resume_auto_of_a_completed_run_is_a_no_op_with_a_message(tmp_path):
     _fake_run(tmp_path, "done", "completed", 1_000)
     _fake_run(tmp_path, "preempted", "preempted", 2_000)
-    assert results.completed_message("auto", tmp_path, "done") == (
+    assert rundir.completed_message("auto", tmp_path, "done") == (
         f"Run {tmp_path / 'done'} is complete; nothing to do (start a new run with another "
         f"--run-id)")
-    assert results.completed_message("auto", tmp_path, "preempted") is None
-    assert results.completed_message("auto", tmp_path, "never-ran") is None
-    assert results.completed_message(str(tmp_path / "done"), tmp_path, None) is None
+    assert rundir.completed_message("auto", tmp_path, "preempted") is None
+    assert rundir.completed_message("auto", tmp_path, "never-ran") is None
+    assert rundir.completed_message(str(tmp_path / "done"), tmp_path, None) is None
 
 
 # --- every model resumes ------------------------------------------------------------------

@@ -8,8 +8,8 @@ import tracemalloc
 
 import pytest
 
-from mnist_hpc.config import RunConfig, make_config
-from mnist_hpc.flags import load_yaml, parse_args, preset_names
+from mnist_hpc.config.flags import load_yaml, parse_args, preset_names
+from mnist_hpc.config.options import RunConfig, make_config
 from mnist_hpc.errors import UsageError
 
 

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mnist_hpc import data, mnist_files
-from mnist_hpc.errors import UsageError
-
 from conftest import REPO, clean_env, run_trainer
+
+from mnist_hpc.data import dataset, mnist_files
+from mnist_hpc.data.batches import BatchPlan
+from mnist_hpc.errors import UsageError
 
 RAW = REPO / "data" / "MNIST" / "raw"
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return data.load_splits(REPO / "data")
+    return dataset.load_splits(REPO / "data")
 
 
 @pytest.fixture
@@ -44,13 +44,13 @@ def test_carried_files_verify_and_load(splits):
 
 def test_split_is_the_notebooks_random_split():
     # random_split with fractions draws one randperm of the whole set from the generator
-    train, val = data.split_indices(60000, 55)
+    train, val = dataset.split_indices(60000, 55)
     expected = torch.randperm(60000, generator=torch.Generator().manual_seed(55))
     assert torch.equal(train, expected[:48000]) and torch.equal(val, expected[48000:])
 
 
 def test_limit_keeps_the_first_images_of_each_split(splits):
-    small = data.load_splits(REPO / "data", limit=100)
+    small = dataset.load_splits(REPO / "data", limit=100)
     assert (len(small.train), len(small.val), len(small.test)) == (100, 100, 100)
     assert torch.equal(small.train.images, splits.train.images[:100])
     assert torch.equal(small.test.labels, splits.test.labels[:100])
@@ -116,7 +116,7 @@ def test_wrong_magic_number_is_named(data_copy):
 
 def test_train_rows_are_split_without_overlap_and_cover_each_global_batch():
     for world in (1, 2, 3):
-        per_rank = [data.train_steps(1000, 128, r, world, seed=1, epoch=0, shuffle=True)
+        per_rank = [BatchPlan(1000, 128, r, world, seed=1).steps(0)
                     for r in range(world)]
         assert len({len(steps) for steps in per_rank}) == 1
         for k in range(len(per_rank[0])):
@@ -128,39 +128,40 @@ def test_train_rows_are_split_without_overlap_and_cover_each_global_batch():
 
 
 def test_epoch_order_changes_by_epoch_and_is_shared_by_ranks():
-    a0 = data.epoch_order(500, seed=3, epoch=0, shuffle=True)
-    assert torch.equal(a0, data.epoch_order(500, seed=3, epoch=0, shuffle=True))
-    assert not torch.equal(a0, data.epoch_order(500, seed=3, epoch=1, shuffle=True))
-    assert torch.equal(data.epoch_order(500, 3, 0, shuffle=False), torch.arange(500))
+    plan = BatchPlan(500, 100, seed=3)
+    a0 = plan.order(0)
+    assert torch.equal(a0, BatchPlan(500, 100, rank=1, world_size=2, seed=3).order(0))
+    assert not torch.equal(a0, plan.order(1))
+    assert torch.equal(BatchPlan(500, 100, seed=3, shuffle=False).order(0), torch.arange(500))
 
 
 def test_tail_smaller_than_world_is_dropped_and_counted():
-    steps = data.train_steps(1025, 512, 0, 2, seed=0, epoch=0, shuffle=False)
-    assert [s.global_size for s in steps] == [512, 512]
-    assert data.steps_per_epoch(1025, 512, 2) == 2
-    assert data.steps_per_epoch(48000, 512, 1) == 94
+    plan = BatchPlan(1025, 512, 0, 2, shuffle=False)
+    assert [s.global_size for s in plan.steps(0)] == [512, 512]
+    assert plan.steps_per_epoch == 2
+    assert BatchPlan(48000, 512).steps_per_epoch == 94
 
 
 @pytest.mark.parametrize("n, world", [(10, 3), (12000, 7), (5, 5), (1, 1)])
 def test_eval_shards_cover_the_split_exactly(n, world):
-    shards = [data.shard_range(n, r, world) for r in range(world)]
+    shards = [dataset.shard_range(n, r, world) for r in range(world)]
     assert [i for s in shards for i in s] == list(range(n))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
 def test_unshardable_world_is_refused(splits):
-    small = data.load_splits(REPO / "data", limit=1)
+    small = dataset.load_splits(REPO / "data", limit=1)
     with pytest.raises(UsageError, match=r"fewer than the 2 ranks"):
-        data.check_shardable(small, 512, 2)
+        dataset.check_shardable(small, 512, 2)
     with pytest.raises(UsageError, match=r"global batch 2 is smaller than the 4 ranks"):
-        data.check_shardable(splits, 2, 4)
+        dataset.check_shardable(splits, 2, 4)
 
 
 def test_to_input_matches_totensor(splits):
     torchvision = pytest.importorskip("torchvision")
     image = splits.test.images[0]
     expected = torchvision.transforms.ToTensor()(image.numpy())
-    assert torch.equal(data.to_input(image[None])[0], expected)
+    assert torch.equal(dataset.to_input(image[None])[0], expected)
 
 
 DOWNLOAD_BEHIND_A_SILENT_PROXY = """
@@ -174,7 +175,7 @@ threading.Thread(target=lambda: [held.append(listener.accept()) for _ in iter(in
 import os
 proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
 os.environ["HTTPS_PROXY"] = os.environ["HTTP_PROXY"] = proxy
-from mnist_hpc import mnist_files
+from mnist_hpc.data import mnist_files
 from mnist_hpc.errors import UsageError
 mnist_files.DOWNLOAD_TIMEOUT_S = 2.0
 started = time.monotonic()
@@ -208,8 +209,8 @@ def test_download_behind_a_proxy_that_never_answers_gives_up_with_where_to_put_t
 @pytest.mark.parametrize("n, batch", [(48000, 2048), (12000, 2048), (10000, 2048), (999, 128),
                                       (7, 3), (5, 8), (0, 4)])
 def test_balanced_eval_batches_cover_the_split_once_in_at_most_two_sizes(n, batch):
-    plain = list(data.eval_batches(n, batch))
-    balanced = list(data.eval_batches(n, batch, balanced=True))
+    plain = list(dataset.eval_batches(n, batch))
+    balanced = list(dataset.eval_batches(n, batch, balanced=True))
     covered = [i for part in balanced for i in range(part.start, part.stop)]
     assert covered == list(range(n))
     assert len(balanced) == len(plain)  # no more batches than the plain cut

@@ -7,19 +7,19 @@ import os
 
 import pytest
 import torch
-
 from conftest import python_prints
-from mnist_hpc import dist
+
 from mnist_hpc.errors import UsageError
+from mnist_hpc.job import process_group
 
 
 def test_pick_backend():
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert dist.pick_backend("auto", cpu) == "gloo"
-    assert dist.pick_backend("auto", cuda) == "nccl"
-    assert dist.pick_backend("gloo", cuda) == "gloo"
+    assert process_group.pick_backend("auto", cpu) == "gloo"
+    assert process_group.pick_backend("auto", cuda) == "nccl"
+    assert process_group.pick_backend("gloo", cuda) == "gloo"
     with pytest.raises(UsageError, match=r"nccl needs CUDA.*--backend gloo"):
-        dist.pick_backend("nccl", cpu)
+        process_group.pick_backend("nccl", cpu)
 
 
 
@@ -33,7 +33,7 @@ def test_pick_backend():
     ("nccl", 2, None, False),  # the node's count unknown: no verdict, NCCL decides
 ])
 def test_nccl_ranks_sharing_a_gpu_are_refused_before_init(backend, local_ranks, gpus, refused):
-    problem = dist.sharing_problem(backend, local_ranks, gpus)
+    problem = process_group.sharing_problem(backend, local_ranks, gpus)
     assert (problem is not None) == refused
     if refused:
         assert problem == (f"{local_ranks} ranks on this node share {gpus} GPU(s), and NCCL "
@@ -42,7 +42,7 @@ def test_nccl_ranks_sharing_a_gpu_are_refused_before_init(backend, local_ranks, 
 
 
 def test_import_has_no_side_effects():
-    assert python_prints("import sys, torch.distributed as d; import mnist_hpc.dist; "
+    assert python_prints("import sys, torch.distributed as d; import mnist_hpc.job.process_group; "
                          "print('mpi4py' in sys.modules, d.is_initialized())") == ["False",
                                                                                    "False"]
 
@@ -54,7 +54,7 @@ def test_import_has_no_side_effects():
 def test_cpu_threads(monkeypatch, allowed, cores, local_world, threads):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed)))
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    assert dist.cpu_threads(local_world, {}) == threads
+    assert process_group.cpu_threads(local_world, {}) == threads
 
 
 @pytest.mark.parametrize("environ, threads", [
@@ -66,4 +66,4 @@ def test_cpu_threads(monkeypatch, allowed, cores, local_world, threads):
 def test_cpu_threads_honours_explicit_counts(monkeypatch, environ, threads):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert dist.cpu_threads(2, environ) == threads
+    assert process_group.cpu_threads(2, environ) == threads

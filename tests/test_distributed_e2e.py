@@ -16,7 +16,6 @@ import socket
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, clean_env, only_run_dir, read_metrics
 from fault_injection import MESSAGES
 from launchers import LIMIT, PYTHON, launch, launcher, trained
@@ -29,8 +28,8 @@ LAUNCHER_NAMES = {"torchrun": "torchrun", "mpiexec": "mpich"}
 
 SHOW_ENV = """
 import json, os
-from mnist_hpc import launcher
-env = launcher.detect(os.environ)
+from mnist_hpc.job import layout
+env = layout.detect(os.environ)
 print("DETECTED " + json.dumps({"names": sorted(os.environ), "rank": env.rank,
       "local_rank": env.local_rank, "world_size": env.world_size,
       "local_world_size": env.local_world_size, "launcher": env.launcher}))

@@ -10,12 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, clean_env
 from launchers import PYTHON, launch, launcher
+
 from mnist_hpc.doctor import allreduce, checks, probe
-from mnist_hpc.scaling import perfmodel
 from mnist_hpc.doctor.cli import QUICK_MAX_BYTES
+from mnist_hpc.scaling import perfmodel
 
 # --- verdicts on described allocations ----------------------------------------------------
 

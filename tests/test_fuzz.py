@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, run_trainer
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from mnist_hpc import mnist_files, train
-from mnist_hpc.config import CHOICES, FIELD_NAMES
-
-from conftest import REPO, run_trainer
+from mnist_hpc import train
+from mnist_hpc.config.options import CHOICES, FIELD_NAMES
+from mnist_hpc.data import mnist_files
 
 RAW = REPO / "data" / "MNIST" / "raw"
 # the CLI wins over the file: every run that gets through stays tiny, on CPU, uncompiled

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from mnist_hpc import dist
 from conftest import only_run_dir, read_metrics
 from launchers import PYTHON, launch, train
+
+from mnist_hpc.job import process_group
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(),
@@ -69,7 +69,7 @@ def test_two_gloo_ranks_on_one_gpu_equal_one_rank(tmp_path):
 
 
 def test_nccl_ranks_sharing_a_gpu_exit_2_with_one_line(tmp_path):
-    gpus = dist.gpus_on_node()
+    gpus = process_group.gpus_on_node()
     if gpus is None:
         pytest.skip("NVML cannot count this node's GPUs")
     ranks = gpus + 1
@@ -77,7 +77,7 @@ def test_nccl_ranks_sharing_a_gpu_exit_2_with_one_line(tmp_path):
                      str(ranks), "-m", "mnist_hpc.train", *ONE_EPOCH, "--backend", "nccl",
                      "--results-dir", str(tmp_path / "results")], timeout=180)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {dist.sharing_problem('nccl', ranks, gpus)}"], str(result)
+    assert errors == [f"error: {process_group.sharing_problem('nccl', ranks, gpus)}"], str(result)
     assert "exitcode  : 2" in result.output, str(result)  # torchrun's summary of the ranks
     assert not (tmp_path / "results").exists()
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_hpc import graphs, recipe
-from mnist_hpc.config import RunConfig
+from mnist_hpc.config.options import RunConfig
 from mnist_hpc.errors import UsageError
+from mnist_hpc.step import graphs, recipe
 
 
 @pytest.mark.parametrize("setting, device, optimizer, world, backend, compile, expected", [

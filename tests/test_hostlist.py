@@ -25,9 +25,9 @@ import subprocess
 import time
 
 import pytest
-
-from mnist_hpc import hostlist
 from slurm_cluster import SEARCH_PATH, unavailable
+
+from mnist_hpc.job import hostlist
 
 TABLE = [
     ("nid001", ["nid001"]),

@@ -17,10 +17,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-from mnist_hpc.scaling.schedulers import (MIN_WALLTIME_S, POLARIS_QUEUES, is_slurm_time,
-                                          parse_walltime)
+
+from mnist_hpc.scaling.schedulers import (
+    MIN_WALLTIME_S,
+    POLARIS_QUEUES,
+    is_slurm_time,
+    parse_walltime,
+)
 
 PBS_SCRIPT = REPO / "jobs" / "polaris_ddp.pbs"
 # the templates, not jobs/slurm_lib.sh, which they source

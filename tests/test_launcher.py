@@ -1,7 +1,7 @@
 """Launcher detection and rendezvous from crafted environments, one launcher at a time.
 
 The environments below are written from each launcher's own documentation, never from
-``launcher.LAUNCHERS``, so a misspelled name in the table (a peer library read ``SLURM_LOCAL_ID``)
+``layout.LAUNCHERS``, so a misspelled name in the table (a peer library read ``SLURM_LOCAL_ID``)
 fails here instead of falling back to rank 0. Sources:
 
 - torchrun: "Environment Variables" in the docstring of torch/distributed/run.py
@@ -47,11 +47,10 @@ import re
 import socket
 
 import pytest
-
-
 from conftest import python_prints
-from mnist_hpc import launcher
+
 from mnist_hpc.errors import UsageError
+from mnist_hpc.job import layout
 
 # Every variable name the sources above give a launcher. Two are weaker: PALS_LOCAL_SIZE is
 # not in the ALCF guides (job scripts for Aurora's PALS read it), and the mpich entry also
@@ -100,20 +99,20 @@ SBATCH_SHELL = {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": "8",
 RANK_6_OF_8 = dict(rank=6, local_rank=2, world_size=8, local_world_size=4)
 
 
-def fields(env: launcher.DistEnv) -> dict:
+def fields(env: layout.DistEnv) -> dict:
     return dict(rank=env.rank, local_rank=env.local_rank, world_size=env.world_size,
                 local_world_size=env.local_world_size)
 
 
 def test_the_launcher_table_uses_only_documented_names():
-    for which, groups in launcher.LAUNCHERS.items():
+    for which, groups in layout.LAUNCHERS.items():
         used = {name for group in groups for name in group}
         assert used <= DOCUMENTED[which], (which, used - DOCUMENTED[which])
 
 
 def test_no_launcher_is_one_process():
-    env = launcher.detect({"HOME": "/root", "PATH": "/usr/bin"})
-    assert env == launcher.DistEnv()
+    env = layout.detect({"HOME": "/root", "PATH": "/usr/bin"})
+    assert env == layout.DistEnv()
     assert (env.rank, env.world_size, env.launcher, env.backend) == (0, 1, "single", None)
     assert (env.nodes, env.node_rank) == (1, 0)
     assert env.is_main and not env.distributed
@@ -125,7 +124,7 @@ def test_no_launcher_is_one_process():
 ], ids=["torchrun", "mpich-hydra", "cray-pals-polaris", "openmpi", "slurm-srun"])
 def test_each_launcher_gives_rank_local_rank_and_sizes(environ, expected, node_layout):
     """Nodes and node rank only where the launcher states them (MPI outside PBS does not)."""
-    env = launcher.detect(environ)
+    env = layout.detect(environ)
     assert env.launcher == expected
     assert fields(env) == RANK_6_OF_8
     assert (env.nodes, env.node_rank) == node_layout
@@ -133,60 +132,60 @@ def test_each_launcher_gives_rank_local_rank_and_sizes(environ, expected, node_l
 
 
 def test_is_main_is_the_global_rank_not_the_local_one():
-    env = launcher.detect({**TORCHRUN, "RANK": "4", "LOCAL_RANK": "0"})
+    env = layout.detect({**TORCHRUN, "RANK": "4", "LOCAL_RANK": "0"})
     assert env.local_rank == 0 and not env.is_main
 
 
 def test_torchrun_standalone_single_process():
-    env = launcher.detect({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+    env = layout.detect({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
                        "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": "29500"})
     assert (env.launcher, env.world_size, env.distributed) == ("torchrun", 1, False)
 
 
 def test_torchrun_gives_its_own_rendezvous_address():
-    env = launcher.detect(TORCHRUN)
+    env = layout.detect(TORCHRUN)
     assert (env.master_addr, env.master_port) == ("node0.example.org", 29500)
-    assert launcher.rendezvous(env, TORCHRUN) == env
+    assert layout.rendezvous(env, TORCHRUN) == env
 
 
 def test_cray_pals_on_polaris_reads_the_pbs_node_file(tmp_path, monkeypatch):
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("".join(f"{node}\n" for node in POLARIS_NODES))
     environ = {**PALS, "PBS_NODEFILE": str(nodefile)}
-    monkeypatch.setattr(launcher, "_mpi_broadcast", lambda *a: pytest.fail("MPI not needed here"))
-    env = launcher.rendezvous(launcher.detect(environ), environ)
+    monkeypatch.setattr(layout, "_mpi_broadcast", lambda *a: pytest.fail("MPI not needed here"))
+    env = layout.rendezvous(layout.detect(environ), environ)
     assert env.launcher == "pals" and fields(env) == RANK_6_OF_8
     assert env.master_addr == POLARIS_NODES[0]
     assert env.job_id == POLARIS_JOB
-    assert env.master_port == launcher._port({"PBS_JOBID": POLARIS_JOB})
+    assert env.master_port == layout._port({"PBS_JOBID": POLARIS_JOB})
 
 
 def test_pals_local_rank_from_either_name():
     """Each PALS name alone is enough (PALS_* when PMI_LOCAL_* is absent and back)."""
     only_pals = {k: v for k, v in PALS.items() if not k.startswith("PMI_LOCAL")}
     only_pals["PALS_LOCAL_SIZE"] = "4"
-    assert fields(launcher.detect(only_pals)) == RANK_6_OF_8
+    assert fields(layout.detect(only_pals)) == RANK_6_OF_8
     only_pmi = {k: v for k, v in PALS.items() if k != "PALS_LOCAL_RANKID"}
-    assert fields(launcher.detect(only_pmi)) == RANK_6_OF_8
+    assert fields(layout.detect(only_pmi)) == RANK_6_OF_8
 
 
 def test_unreadable_pbs_node_file_names_the_file(tmp_path):
     environ = {**PALS, "PBS_NODEFILE": str(tmp_path / "missing")}
     with pytest.raises(UsageError, match=r"PBS_NODEFILE .*missing.*MASTER_ADDR"):
-        launcher.rendezvous(launcher.detect(environ), environ)
+        layout.rendezvous(layout.detect(environ), environ)
 
 
 def test_slurm_rendezvous_on_the_first_node_of_the_step():
-    env = launcher.rendezvous(launcher.detect(SRUN), SRUN)
+    env = layout.rendezvous(layout.detect(SRUN), SRUN)
     assert env.master_addr == "nid001"
     assert env.job_id == "123456"
-    assert env.master_port == launcher._port(SRUN)
+    assert env.master_port == layout._port(SRUN)
     # a step on part of the allocation: its rank 0 is on the step's first node
     step = {**SRUN, "SLURM_JOB_NODELIST": "nid[001-004]", "SLURM_STEP_NODELIST": "nid[003-004]"}
-    assert launcher.rendezvous(launcher.detect(step), step).master_addr == "nid003"
+    assert layout.rendezvous(layout.detect(step), step).master_addr == "nid003"
     no_step_list = {k: v for k, v in SRUN.items() if k != "SLURM_STEP_NODELIST"}
-    assert launcher.rendezvous(launcher.detect(no_step_list), no_step_list).master_addr == "nid001"
+    assert layout.rendezvous(layout.detect(no_step_list), no_step_list).master_addr == "nid001"
 
 
 @pytest.mark.parametrize("nodelist, first", [
@@ -196,14 +195,14 @@ def test_slurm_rendezvous_on_the_first_node_of_the_step():
 ])
 def test_slurm_rendezvous_on_host_lists_of_every_form(nodelist, first):
     environ = {**SRUN, "SLURM_STEP_NODELIST": nodelist}
-    assert launcher.rendezvous(launcher.detect(environ), environ).master_addr == first
+    assert layout.rendezvous(layout.detect(environ), environ).master_addr == first
 
 
 def test_unreadable_slurm_node_list_names_the_variable():
     environ = {**SRUN, "SLURM_STEP_NODELIST": "nid[003-001]"}
     with pytest.raises(UsageError, match=r"SLURM_STEP_NODELIST='nid\[003-001\]' is not a "
                                          r"Slurm host list: .*export MASTER_ADDR"):
-        launcher.rendezvous(launcher.detect(environ), environ)
+        layout.rendezvous(layout.detect(environ), environ)
 
 
 @pytest.mark.parametrize("tasks_per_node, node_id, local_world", [
@@ -216,12 +215,12 @@ def test_slurm_local_world_size_from_tasks_per_node(tasks_per_node, node_id, loc
     environ = {"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NTASKS": str(tasks),
                "SLURM_STEP_ID": "0", "SLURM_NODEID": node_id,
                "SLURM_TASKS_PER_NODE": tasks_per_node}
-    assert launcher.detect(environ).local_world_size == local_world
+    assert layout.detect(environ).local_world_size == local_world
 
 
 def test_slurm_step_layout_wins_over_the_job_layout():
     environ = {**SRUN, "SLURM_TASKS_PER_NODE": "8(x2)"}  # the job's; the step uses 4 per node
-    assert launcher.detect(environ).local_world_size == 4
+    assert layout.detect(environ).local_world_size == 4
 
 
 # --- nodes and node rank: uneven layouts, from each launcher's documented variables ------------
@@ -240,7 +239,7 @@ UNEVEN_SRUN = {"SLURM_NTASKS": "4", "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "12345
 def test_slurm_uneven_layout_takes_nodes_from_srun(procid, localid, nodeid, local_world):
     environ = {**UNEVEN_SRUN, "SLURM_PROCID": procid, "SLURM_LOCALID": localid,
                "SLURM_NODEID": nodeid}
-    env = launcher.detect(environ)
+    env = layout.detect(environ)
     assert (env.world_size, env.local_world_size) == (4, local_world)
     assert (env.nodes, env.node_rank) == (2, int(nodeid))
 
@@ -250,31 +249,31 @@ def test_slurm_step_node_count_wins_over_the_job_count():
     task layout), SLURM_JOB_NUM_NODES before the older SLURM_NNODES."""
     environ = {**UNEVEN_SRUN, "SLURM_PROCID": "3", "SLURM_LOCALID": "0", "SLURM_NODEID": "1",
                "SLURM_JOB_NUM_NODES": "4", "SLURM_NNODES": "4"}
-    assert launcher.detect(environ).nodes == 2
+    assert layout.detect(environ).nodes == 2
     del environ["SLURM_STEP_NUM_NODES"]
-    assert launcher.detect(environ).nodes == 4
+    assert layout.detect(environ).nodes == 4
     environ["SLURM_JOB_NUM_NODES"] = "3"
-    assert launcher.detect(environ).nodes == 3
+    assert layout.detect(environ).nodes == 3
     del environ["SLURM_JOB_NUM_NODES"]
-    assert launcher.detect(environ).nodes == 4
+    assert layout.detect(environ).nodes == 4
     del environ["SLURM_NNODES"]
-    assert (launcher.detect(environ).nodes, launcher.detect(environ).node_rank) == (None, 1)
+    assert (layout.detect(environ).nodes, layout.detect(environ).node_rank) == (None, 1)
 
 
 def test_torchrun_node_rank_is_the_group_rank_and_its_nodes_are_even():
     """torchrun starts --nproc-per-node workers on every node: world // local world is exact.
     Sizes that do not divide cannot come from that, so the count stays unknown."""
-    env = launcher.detect({**TORCHRUN, "GROUP_RANK": "0", "RANK": "3", "LOCAL_RANK": "3"})
+    env = layout.detect({**TORCHRUN, "GROUP_RANK": "0", "RANK": "3", "LOCAL_RANK": "3"})
     assert (env.nodes, env.node_rank) == (2, 0)
-    uneven = launcher.detect({**TORCHRUN, "WORLD_SIZE": "6", "RANK": "5", "ROLE_WORLD_SIZE": "6"})
+    uneven = layout.detect({**TORCHRUN, "WORLD_SIZE": "6", "RANK": "5", "ROLE_WORLD_SIZE": "6"})
     assert (uneven.nodes, uneven.node_rank) == (None, 1)
     no_group = {k: v for k, v in TORCHRUN.items() if k != "GROUP_RANK"}
-    assert (launcher.detect(no_group).nodes, launcher.detect(no_group).node_rank) == (2, None)
+    assert (layout.detect(no_group).nodes, layout.detect(no_group).node_rank) == (2, None)
 
 
 def test_openmpi_node_rank_variable_is_not_a_node_index():
     """OMPI_COMM_WORLD_NODE_RANK=2 is this process's rank among all on its node."""
-    env = launcher.detect({**OPENMPI, "OMPI_COMM_WORLD_NODE_RANK": "2"})
+    env = layout.detect({**OPENMPI, "OMPI_COMM_WORLD_NODE_RANK": "2"})
     assert (env.nodes, env.node_rank) == (None, None)
 
 
@@ -299,17 +298,17 @@ def test_pbs_node_file_gives_distinct_hosts_and_this_hosts_place(tmp_path, mpi):
     other = "x3005c0s19b0n0.hsn.cm.polaris.alcf.anl.gov"
     on_first = mpi_rank(mpi, 1, 4, 1, 3,
                         PBS_NODEFILE=write_nodefile(tmp_path / "a", [me, me, me, other]))
-    env = launcher.detect(on_first)
+    env = layout.detect(on_first)
     assert (env.world_size, env.local_world_size, env.nodes, env.node_rank) == (4, 3, 2, 0)
     on_second = mpi_rank(mpi, 3, 4, 0, 1,
                          PBS_NODEFILE=write_nodefile(tmp_path / "b", [other, other, other, me]))
-    env = launcher.detect(on_second)
+    env = layout.detect(on_second)
     assert (env.world_size, env.local_world_size, env.nodes, env.node_rank) == (4, 1, 2, 1)
 
 
 def test_pbs_node_file_without_this_host_gives_no_node_rank(tmp_path):
     environ = {**PALS, "PBS_NODEFILE": write_nodefile(tmp_path / "nodes", POLARIS_NODES)}
-    env = launcher.detect(environ)
+    env = layout.detect(environ)
     assert (env.nodes, env.node_rank) == (2, None)
 
 
@@ -321,23 +320,23 @@ def test_pbs_node_file_without_this_host_gives_no_node_rank(tmp_path):
 ], ids=["slurm-node-id", "slurm-no-nodes", "torchrun-group", "torchrun-negative"])
 def test_node_rank_outside_the_node_count_is_an_error(environ):
     with pytest.raises(UsageError, match=r"inconsistent \w+ environment: .*node -?\d+ of \d+"):
-        launcher.detect(environ)
+        layout.detect(environ)
 
 
 @pytest.mark.parametrize("name", ["SLURM_STEP_NUM_NODES", "SLURM_NODEID"])
 def test_non_integer_slurm_node_variables_are_named(name):
     with pytest.raises(UsageError, match=rf"{name}='two' is not an integer"):
-        launcher.detect({**SRUN, name: "two"})
+        layout.detect({**SRUN, name: "two"})
 
 
 def test_slurm_array_task_is_part_of_the_job_id():
-    env = launcher.detect({**SRUN, "SLURM_ARRAY_TASK_ID": "7"})
+    env = layout.detect({**SRUN, "SLURM_ARRAY_TASK_ID": "7"})
     assert env.job_id == "123456_7"
 
 
 def test_slurm_batch_shell_is_one_process():
     """sbatch's shell has SLURM_PROCID and SLURM_NTASKS of the whole job but is no task."""
-    env = launcher.detect(SBATCH_SHELL)
+    env = layout.detect(SBATCH_SHELL)
     assert (env.launcher, env.world_size, env.rank) == ("single", 1, 0)
     assert env.job_id == "123456"
 
@@ -347,7 +346,7 @@ def test_torchrun_inside_srun_wins():
     srun_one_task_per_node = {**SRUN, "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
                               "SLURM_NTASKS": "2", "SLURM_TASKS_PER_NODE": "1(x2)",
                               "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}
-    env = launcher.detect({**srun_one_task_per_node, **TORCHRUN})
+    env = layout.detect({**srun_one_task_per_node, **TORCHRUN})
     assert env.launcher == "torchrun" and fields(env) == RANK_6_OF_8
 
 
@@ -358,7 +357,7 @@ def test_mpiexec_inside_a_slurm_allocation_wins(mpi, expected):
     daemon_step = {**SRUN, "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_NTASKS": "2",
                    "SLURM_TASKS_PER_NODE": "1(x2)", "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}
     for slurm in (daemon_step, SBATCH_SHELL):
-        env = launcher.detect({**slurm, **mpi})
+        env = layout.detect({**slurm, **mpi})
         assert env.launcher == expected and fields(env) == RANK_6_OF_8
 
 
@@ -366,7 +365,7 @@ def test_srun_with_the_pmi2_plugin_is_slurm():
     """srun --mpi=pmi2 adds PMI_RANK and PMI_SIZE, no local rank: Slurm's variables decide."""
     environ = {**SRUN, "PMI_RANK": "6", "PMI_SIZE": "8", "PMI_FD": "7", "PMI_JOBID": "123456.0",
                "PMI2_SUN_PATH": "/var/spool/slurmd/sock.pmi2.123456.0"}
-    env = launcher.detect(environ)
+    env = layout.detect(environ)
     assert env.launcher == "slurm" and fields(env) == RANK_6_OF_8
 
 
@@ -376,17 +375,17 @@ def test_srun_with_the_cray_shasta_plugin_is_slurm():
                "PALS_SPOOL_DIR": "/var/spool/slurmd/mpi_cray_shasta/123456.0",
                "PALS_APINFO": "/var/spool/slurmd/mpi_cray_shasta/123456.0/apinfo",
                "PMI_CONTROL_PORT": "11001"}
-    env = launcher.detect(environ)
+    env = layout.detect(environ)
     assert env.launcher == "slurm" and fields(env) == RANK_6_OF_8
 
 
 def test_a_partial_mpi_environment_outside_srun_is_an_error():
     """The deferral to Slurm needs srun's task of that very rank; anything else is half-set."""
     with pytest.raises(UsageError, match=r"PALS_RANKID is set but PMI_SIZE is not"):
-        launcher.detect({"PALS_RANKID": "6", "PALS_NODEID": "1"})
+        layout.detect({"PALS_RANKID": "6", "PALS_NODEID": "1"})
     other_rank = {**SRUN, "SLURM_PROCID": "1", "PMI_RANK": "6", "PMI_SIZE": "8"}
     with pytest.raises(UsageError, match=r"no local rank \(MPI_LOCALRANKID or PMI_LOCAL_RANK\)"):
-        launcher.detect(other_rank)
+        layout.detect(other_rank)
 
 
 # --- bad environments: clear errors, never a silent rank 0 ----------------------------------------
@@ -401,7 +400,7 @@ def test_a_partial_mpi_environment_outside_srun_is_an_error():
 ])
 def test_half_set_environment_names_both_variables(environ, present, absent):
     with pytest.raises(UsageError) as error:
-        launcher.detect(environ)
+        layout.detect(environ)
     message = str(error.value)
     assert re.search(rf"\b{present}\b", message) and re.search(rf"\b{absent}\b", message)
     assert "\n" not in message
@@ -409,7 +408,7 @@ def test_half_set_environment_names_both_variables(environ, present, absent):
 
 def test_missing_local_rank_is_an_error():
     with pytest.raises(UsageError, match=r"no local rank \(LOCAL_RANK\)"):
-        launcher.detect({"RANK": "1", "WORLD_SIZE": "2"})
+        layout.detect({"RANK": "1", "WORLD_SIZE": "2"})
 
 
 @pytest.mark.parametrize("name, value", [
@@ -420,12 +419,12 @@ def test_non_integer_values_are_named(name, value):
     environ = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
                name: value}
     with pytest.raises(UsageError, match=rf"{name}={re.escape(repr(value))} is not an integer"):
-        launcher.detect(environ)
+        layout.detect(environ)
 
 
 def test_non_integer_slurm_node_id_is_named():
     with pytest.raises(UsageError, match=r"SLURM_NODEID='n1' is not an integer"):
-        launcher.detect({**SRUN, "SLURM_NODEID": "n1"})
+        layout.detect({**SRUN, "SLURM_NODEID": "n1"})
 
 
 @pytest.mark.parametrize("rank, world, local, local_world", [
@@ -439,48 +438,48 @@ def test_inconsistent_ranks_are_errors(rank, world, local, local_world):
     environ = {"RANK": rank, "WORLD_SIZE": world, "LOCAL_RANK": local,
                "LOCAL_WORLD_SIZE": local_world}
     with pytest.raises(UsageError, match=r"inconsistent torchrun environment"):
-        launcher.detect(environ)
+        layout.detect(environ)
 
 
 # --- MASTER_PORT ------------------------------------------------------------------------------
 
 def test_port_from_the_job_id_differs_between_jobs_and_stays_in_range():
-    ports = {launcher._port({"SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0"})
+    ports = {layout._port({"SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0"})
              for job in range(1000, 1200)}
     assert len(ports) > 190  # two jobs sharing a node almost never collide
     # registered ports only, and below Linux's ephemeral range (32768-60999) that outgoing
     # connections take their ports from
     assert all(1024 <= port < 32768 for port in ports)
-    one = launcher.detect({**SRUN, "SLURM_JOB_ID": "123456"}).master_port
-    other = launcher.detect({**SRUN, "SLURM_JOB_ID": "123457"}).master_port
+    one = layout.detect({**SRUN, "SLURM_JOB_ID": "123456"}).master_port
+    other = layout.detect({**SRUN, "SLURM_JOB_ID": "123457"}).master_port
     assert one != other
-    assert one == launcher.detect({**SRUN, "SLURM_JOB_ID": "123456"}).master_port  # same on all ranks
+    assert one == layout.detect({**SRUN, "SLURM_JOB_ID": "123456"}).master_port  # same on all ranks
 
 
 def test_port_differs_between_steps_and_array_tasks():
-    step0 = launcher.detect(SRUN).master_port
-    assert launcher.detect({**SRUN, "SLURM_STEP_ID": "1"}).master_port != step0
-    assert launcher.detect({**SRUN, "SLURM_ARRAY_TASK_ID": "3"}).master_port != step0
+    step0 = layout.detect(SRUN).master_port
+    assert layout.detect({**SRUN, "SLURM_STEP_ID": "1"}).master_port != step0
+    assert layout.detect({**SRUN, "SLURM_ARRAY_TASK_ID": "3"}).master_port != step0
 
 
 def test_pbs_job_gives_a_port():
-    env = launcher.detect(PALS)
+    env = layout.detect(PALS)
     assert env.master_port is not None and 1024 <= env.master_port < 32768
 
 
 def test_explicit_master_port_wins():
-    assert launcher.detect({**SRUN, "MASTER_PORT": "12345"}).master_port == 12345
-    assert launcher.detect({**PALS, "MASTER_PORT": "23456"}).master_port == 23456
+    assert layout.detect({**SRUN, "MASTER_PORT": "12345"}).master_port == 12345
+    assert layout.detect({**PALS, "MASTER_PORT": "23456"}).master_port == 23456
 
 
 @pytest.mark.parametrize("port", ["0", "70000", "-5"])
 def test_master_port_out_of_range_is_an_error(port):
     with pytest.raises(UsageError, match=rf"MASTER_PORT={port} is not a TCP port"):
-        launcher.detect({**SRUN, "MASTER_PORT": port})
+        layout.detect({**SRUN, "MASTER_PORT": port})
 
 
 def test_no_job_no_port():
-    assert launcher.detect(HYDRA).master_port is None
+    assert layout.detect(HYDRA).master_port is None
 
 
 # --- rendezvous without a launcher address ------------------------------------------------------
@@ -492,28 +491,28 @@ def test_mpi_without_address_asks_rank_0_over_mpi(monkeypatch):
         calls.append((addr, port))
         return "rank0-host", 23456
 
-    monkeypatch.setattr(launcher, "_mpi_broadcast", broadcast)
-    env = launcher.rendezvous(launcher.detect(HYDRA), HYDRA)
+    monkeypatch.setattr(layout, "_mpi_broadcast", broadcast)
+    env = layout.rendezvous(layout.detect(HYDRA), HYDRA)
     assert (env.master_addr, env.master_port) == ("rank0-host", 23456)
     assert calls == [(None, None)]
 
 
 def test_mpi_with_address_and_port_needs_no_mpi(monkeypatch):
-    monkeypatch.setattr(launcher, "_mpi_broadcast", lambda *a: pytest.fail("MPI not needed here"))
+    monkeypatch.setattr(layout, "_mpi_broadcast", lambda *a: pytest.fail("MPI not needed here"))
     environ = {**OPENMPI, "MASTER_ADDR": "node0", "MASTER_PORT": "29512"}
-    env = launcher.rendezvous(launcher.detect(environ), environ)
+    env = layout.rendezvous(layout.detect(environ), environ)
     assert (env.master_addr, env.master_port) == ("node0", 29512)
 
 
 def test_slurm_without_any_address_says_what_to_export():
     environ = {k: v for k, v in SRUN.items() if "NODELIST" not in k}
     with pytest.raises(UsageError, match=r"export MASTER_ADDR"):
-        launcher.rendezvous(launcher.detect(environ), environ)
+        layout.rendezvous(layout.detect(environ), environ)
 
 
 def test_one_process_needs_no_rendezvous():
-    env = launcher.detect({})
-    assert launcher.rendezvous(env, {}) == env
+    env = layout.detect({})
+    assert layout.rendezvous(env, {}) == env
 
 
 # --- host lists, backend, threads ---------------------------------------------------------------
@@ -527,11 +526,11 @@ def test_one_process_needs_no_rendezvous():
     ("x3005c0s13b0n0,x3005c0s19b0n0", ["x3005c0s13b0n0", "x3005c0s19b0n0"]),
 ])
 def test_expand_hostlist(hostlist, hosts):
-    assert launcher.expand_hostlist(hostlist) == hosts
+    assert layout.expand_hostlist(hostlist) == hosts
 
 
 def test_import_is_torch_free():
-    assert python_prints("import sys, mnist_hpc.launcher; "
+    assert python_prints("import sys, mnist_hpc.job.layout; "
                          "print('torch' in sys.modules, 'mpi4py' in sys.modules)") == ["False",
                                                                                        "False"]
 
@@ -542,4 +541,4 @@ def test_hand_set_torchrun_variables_without_a_rendezvous_say_what_to_export(dro
     environ = {k: v for k, v in TORCHRUN.items() if k not in dropped}
     with pytest.raises(UsageError, match=rf"^RANK and WORLD_SIZE are set \(world size 8\) but "
                                          rf"{' and '.join(dropped)} not; export MASTER_ADDR"):
-        launcher.rendezvous(launcher.detect(environ), environ)
+        layout.rendezvous(layout.detect(environ), environ)

@@ -10,8 +10,14 @@ import torch
 from mnist_hpc.bench.accuracy import bench_time_to_accuracy
 from mnist_hpc.bench.cli import build_parser as bench_parser
 from mnist_hpc.bench.settings import settings_from
-from mnist_hpc.flags import parse_args
-from mnist_hpc.models import MODELS, MNISTClassifier, MNISTCNN, build_model, count_parameters
+from mnist_hpc.config.flags import parse_args
+from mnist_hpc.step.models import (
+    MNISTCNN,
+    MODELS,
+    MNISTClassifier,
+    build_model,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize("name", ["seed", "cnn"])

@@ -15,14 +15,14 @@ import time
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import REPO, clean_env, only_run_dir, read_metrics
 from launchers import PYTHON, launch, launcher
-from mnist_hpc import flops, hangs, ranklog, timing
-from mnist_hpc.config import make_config
-from mnist_hpc.errors import UsageError, describe
 from scaling_helpers import cli, read_csv
+from torch import nn
+
+from mnist_hpc.config.options import make_config
+from mnist_hpc.errors import UsageError, describe
+from mnist_hpc.observe import failures, flops, ranklog, timing
 
 SMALL = ["--limit", "1000", "--batch-size", "100", "--device", "cpu", "--backend", "gloo"]
 
@@ -103,7 +103,7 @@ def test_bad_observability_flags_are_usage_errors():
 
 
 def test_error_lines_carry_where_it_happened():
-    activity = hangs.Activity()
+    activity = failures.Activity()
     activity.set("all-reduce of gradients", 2, 17)
     assert str(activity) == "all-reduce of gradients, epoch 2, step 17"
     exc = RuntimeError("boom\nmore")

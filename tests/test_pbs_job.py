@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, clean_env, read_metrics
 
 SCRIPT = REPO / "jobs" / "polaris_ddp.pbs"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, clean_env, error_lines, rank_tag, read_metrics, run_trainer
 from fault_injection import MESSAGES, descendants, kill_all_at_once, wait_until_gone
 

@@ -10,11 +10,11 @@ import threading
 
 import numpy as np
 import pytest
-
-from mnist_hpc import files, results
-from mnist_hpc.errors import UsageError
-
 from conftest import REPO, clean_env
+
+from mnist_hpc import files
+from mnist_hpc.errors import UsageError
+from mnist_hpc.run import rundir
 
 
 def test_atomic_write_crash_leaves_the_previous_file(tmp_path, monkeypatch):
@@ -33,7 +33,7 @@ def test_atomic_write_crash_leaves_the_previous_file(tmp_path, monkeypatch):
 
 def test_run_ids_are_unique_even_within_one_second(tmp_path):
     made: list = []
-    threads = [threading.Thread(target=lambda: made.append(results.create_run_dir(tmp_path, None)))
+    threads = [threading.Thread(target=lambda: made.append(rundir.create_run_dir(tmp_path, None)))
                for _ in range(16)]
     for thread in threads:
         thread.start()
@@ -43,21 +43,21 @@ def test_run_ids_are_unique_even_within_one_second(tmp_path):
 
 
 def test_named_run_directory_is_never_reused(tmp_path):
-    results.create_run_dir(tmp_path, "job-1")
+    rundir.create_run_dir(tmp_path, "job-1")
     with pytest.raises(UsageError, match=r"exists already; choose another --run-id"):
-        results.create_run_dir(tmp_path, "job-1")
+        rundir.create_run_dir(tmp_path, "job-1")
 
 
 def test_unwritable_results_dir_is_a_usage_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(UsageError, match=r"is not writable .*--results-dir"):
-        results.create_run_dir(blocker / "results", None)
+        rundir.create_run_dir(blocker / "results", None)
 
 
 def test_history_is_written_as_npy_and_csv(tmp_path):
     history = np.array([[90.0, 0.3, 89.5, 0.35], [95.0, 0.2, 94.0, 0.25]])
-    results.write_history(tmp_path, history)
+    rundir.write_history(tmp_path, history)
     loaded = np.load(tmp_path / "history.npy")
     assert loaded.dtype == np.float64 and np.array_equal(loaded, history)
     lines = (tmp_path / "history.csv").read_text().splitlines()
@@ -70,8 +70,8 @@ def test_history_is_written_as_npy_and_csv(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from mnist_hpc import results
-handle = results.lock_run_dir(Path(sys.argv[1]))
+from mnist_hpc.run import rundir
+handle = rundir.lock_run_dir(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(600)
 """
@@ -89,7 +89,7 @@ def test_a_run_directory_is_owned_by_one_run_at_a_time(tmp_path):
     owner = hold_lock(tmp_path)
     try:
         with pytest.raises(UsageError) as refused:
-            results.lock_run_dir(tmp_path)
+            rundir.lock_run_dir(tmp_path)
         assert str(refused.value) == (
             f"run directory {tmp_path} is in use by another run (host {socket.gethostname()} "
             f"pid {owner.pid}); wait for it to end, or start a new run with another --run-id")
@@ -97,8 +97,8 @@ def test_a_run_directory_is_owned_by_one_run_at_a_time(tmp_path):
         owner.kill()
         owner.wait(timeout=30)
     # the kernel dropped the lock of the SIGKILLed owner: the next run takes the directory
-    handle = results.lock_run_dir(tmp_path)
-    assert (tmp_path / results.LOCK).read_text() == (f"host {socket.gethostname()} "
+    handle = rundir.lock_run_dir(tmp_path)
+    assert (tmp_path / rundir.LOCK).read_text() == (f"host {socket.gethostname()} "
                                                      f"pid {os.getpid()}\n")
     handle.close()
 
@@ -110,6 +110,6 @@ def test_owning_a_run_directory_removes_stale_temporary_files(tmp_path):
     stale = [tmp_path / ".checkpoint.pt.k2j4h1.tmp", tmp_path / ".metrics.json.0a9z.tmp"]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
-    handle = results.lock_run_dir(tmp_path)
+    handle = rundir.lock_run_dir(tmp_path)
     handle.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [results.LOCK, "metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [rundir.LOCK, "metrics.json"]

@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, clean_env
-from mnist_hpc.scaling import aggregate
 from scaling_helpers import PNG_MAGIC, cli, read_csv, write_sweep
+
+from mnist_hpc.scaling import aggregate
 
 
 def test_local_dry_run_commands_and_core_binding(tmp_path, capsys):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from scaling_helpers import cli
 
 from mnist_hpc.scaling import perfmodel
-from scaling_helpers import cli
 
 
 def test_ring_allreduce_model():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from scaling_helpers import calls, cli, fake_metrics, fake_qsub, read_csv, write_sweep  # noqa: F401
 
 

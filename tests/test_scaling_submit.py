@@ -11,14 +11,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-from mnist_hpc.errors import UsageError
-from mnist_hpc.scaling.schedulers import is_slurm_time, parse_walltime
-from scaling_helpers import (POLARIS, calls, cli, fake_qsub, fake_sbatch,  # noqa: F401  (fixtures)
-                             read_csv, write_sweep)
+from scaling_helpers import (  # noqa: F401  (fixtures)
+    POLARIS,
+    calls,
+    cli,
+    fake_qsub,
+    fake_sbatch,
+    read_csv,
+    write_sweep,
+)
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
+from mnist_hpc.errors import UsageError
+from mnist_hpc.scaling.schedulers import is_slurm_time, parse_walltime
 
 # --- dry runs -------------------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from scaling_helpers import cli, write_sweep
 
 from mnist_hpc.scaling import sweep as scaling_sweep
-from scaling_helpers import cli, write_sweep
 
 
 def plan_json(capsys, sweep: Path) -> list[dict]:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, read_metrics
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
 
@@ -70,10 +69,10 @@ def test_cluster_runs_a_two_task_step(slurm_cluster, tmp_path):
 
 
 def test_srun_tasks_find_their_node_and_rank_0s_host(slurm_cluster, tmp_path):
-    """mnist_hpc.launcher in the tasks of a real 2-task step: srun's variables give the node
+    """mnist_hpc.job.layout in the tasks of a real 2-task step: srun's variables give the node
     count and index, and the step's node list (expanded by the real scontrol) rank 0's host."""
-    code = ("import json, os; from mnist_hpc import launcher; "
-            "env = launcher.rendezvous(launcher.detect(os.environ), os.environ); "
+    code = ("import json, os; from mnist_hpc.job import layout; "
+            "env = layout.rendezvous(layout.detect(os.environ), os.environ); "
             "print(json.dumps([env.launcher, env.rank, env.local_world_size, env.nodes, "
             "env.node_rank, env.master_addr]))")
     job = slurm_cluster.sbatch("--ntasks=2", f"--chdir={REPO}",

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, clean_env
 
 FAKE_SCONTROL = '#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n'

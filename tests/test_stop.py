@@ -8,7 +8,11 @@ import time
 
 import pytest
 
-from mnist_hpc.stop import StopRequest, install_signal_handlers, restore_signal_handlers
+from mnist_hpc.job.preemption import (
+    StopRequest,
+    install_signal_handlers,
+    restore_signal_handlers,
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])

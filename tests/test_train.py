@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
 from conftest import clean_env, error_lines, only_run_dir, read_metrics, run_trainer
 
 
@@ -25,7 +24,7 @@ def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.
                             env=clean_env(**env))
     modules = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                if line.startswith("import time:") and "|" in line}
-    assert "mnist_hpc.train" in modules or "mnist_hpc.config" in modules, result.stderr[-2000:]
+    assert "mnist_hpc.train" in modules or "mnist_hpc.config.options" in modules, result.stderr[-2000:]
     return result, modules
 
 

@@ -11,10 +11,9 @@ import os
 import subprocess
 import time
 
+import netns
 import numpy as np
 import pytest
-
-import netns
 from conftest import REPO, clean_env, only_run_dir, read_metrics
 from launchers import COMMON, LIMIT, PYTHON, kill_group, trained
 

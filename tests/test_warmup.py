@@ -7,21 +7,22 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_hpc import data, engine, recipe, warmup
-from mnist_hpc.config import RunConfig
-from mnist_hpc.launcher import DistEnv
+from mnist_hpc.config.options import RunConfig
+from mnist_hpc.data import dataset
+from mnist_hpc.data.batches import BatchPlan, epoch_batches, shapes_of
+from mnist_hpc.job.layout import DistEnv
+from mnist_hpc.step import engine, recipe, warmup
 
 
-def _train(config: RunConfig, split: data.Split, warm: bool) -> tuple[list, dict]:
+def _train(config: RunConfig, split: dataset.Split, warm: bool) -> tuple[list, dict]:
     """Two epochs of ``config`` on ``split``; with ``warm``, first two epochs inside
     ``preserved`` (with its own dropout draws and optimizer steps) that must leave no trace."""
-    steps = data.steps_per_epoch(len(split), config.batch_size, 1)
-    run = recipe.build(config, torch.device("cpu"), steps)
+    plan = BatchPlan(len(split), config.batch_size, seed=config.seed,
+                     channels_last=config.channels_last)
+    run = recipe.build(config, torch.device("cpu"), plan.steps_per_epoch)
     losses = []
     for epoch in range(2):
-        batches = list(engine.device_batches(
-            split, [(s.local, s.global_size) for s in data.train_steps(
-                len(split), config.batch_size, 0, 1, config.seed, epoch, True)], run.precision))
+        batches = list(epoch_batches(split, plan, epoch))
         if warm and epoch == 0:
             with warmup.preserved(run.model, run.optimizer, torch.device("cpu")):
                 for _ in range(2):
@@ -37,7 +38,7 @@ def _train(config: RunConfig, split: data.Split, warm: bool) -> tuple[list, dict
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_training_inside_preserved_leaves_no_trace(optimizer):
     generator = torch.Generator().manual_seed(3)
-    split = data.Split(torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8,
+    split = dataset.Split(torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8,
                                      generator=generator),
                        torch.randint(0, 10, (100,), generator=generator))
     config = RunConfig(optimizer=optimizer, batch_size=32, schedule="onecycle", epochs=2,
@@ -65,7 +66,7 @@ def test_preserved_restores_even_when_the_warm_up_fails():
 @pytest.mark.parametrize("n, batch, world", [(1000, 256, 1), (1000, 250, 1), (1001, 500, 2),
                                              (999, 128, 4)])
 def test_warm_up_steps_are_one_per_global_batch_size_on_every_rank(n, batch, world):
-    every = [warmup.shapes_of_epoch(n, batch, rank, world, 0, 0, True) for rank in range(world)]
+    every = [shapes_of(BatchPlan(n, batch, rank, world).steps(0)) for rank in range(world)]
     sizes = [[step.global_size for step in steps] for steps in every]
     assert all(s == sizes[0] for s in sizes)  # the same count on every rank: DDP pairs them up
     tail = n % batch

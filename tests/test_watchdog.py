@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, clean_env
 from fault_injection import descendants, kill_all_at_once
 

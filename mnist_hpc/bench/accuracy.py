@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .. import data, engine
+from ..data import dataset
+from ..step import engine
 from .package import preset, run_recipe
 from .settings import Settings
 
@@ -18,7 +19,7 @@ def bench_time_to_accuracy(name: str, settings: Settings, log: Callable[[str], N
     device = settings.device
     config = preset(name, settings, epochs=settings.epochs)
     t0 = time.perf_counter()
-    splits = data.load_splits(config.data_dir, config.split_seed, config.limit)
+    splits = dataset.load_splits(config.data_dir, config.split_seed, config.limit)
     train_split, test_split = splits.train.to(device), splits.test.to(device)
     engine.synchronize(device)
     data_load_s = time.perf_counter() - t0

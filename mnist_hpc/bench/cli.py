@@ -11,10 +11,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .. import data, dist
+from ..data import dataset
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from ..files import REPO_DIR, UsageParser, write_json
-from ..launcher import DistEnv
+from ..job import process_group
+from ..job.layout import DistEnv
 from .accuracy import TTA_PRESETS, bench_time_to_accuracy
 from .epochs import bench_epochs
 from .machine import machine_info
@@ -84,10 +85,10 @@ def _selected(only: Optional[str], device: torch.device, quick: bool) -> list[st
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
-    device = dist.pick_device(args.device, DistEnv())  # also sets the CPU threads
+    device = process_group.pick_device(args.device, DistEnv())  # also sets the CPU threads
     settings = settings_from(args, device)
     names = _selected(args.only, device, args.quick)
-    data.load_splits(settings.data_dir, limit=1)  # verify and decompress once, up front
+    dataset.load_splits(settings.data_dir, limit=1)  # verify and decompress once, up front
     report: dict = {"schema": 1, "argv": sys.argv[1:], "quick": args.quick,
                     "machine": machine_info(device),
                     "settings": {"device": str(device), "repeats": settings.repeats,
@@ -101,11 +102,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     cases = [n for n in names if n in CASES]
     if cases:
         log(f"Throughput: {', '.join(cases)}")
-        splits = data.load_splits(settings.data_dir, limit=settings.limit)
+        splits = dataset.load_splits(settings.data_dir, limit=settings.limit)
         report["throughput"] = bench_throughput(cases, splits, settings, log)
     if "overhead" in names:
         log("Overhead of per-rank timing and a step log every 50 steps")
-        report["overhead"] = bench_overhead(data.load_splits(settings.data_dir,
+        report["overhead"] = bench_overhead(dataset.load_splits(settings.data_dir,
                                                              limit=settings.limit), settings, log)
     if "epochs" in names:
         log("Seed recipe, whole run: notebook vs package")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .. import data, engine
-from ..flags import parse_args
+from ..config.flags import parse_args
+from ..data import dataset
+from ..step import engine
 from . import notebook
 from .package import preset, run_recipe
 from .settings import Settings
@@ -21,7 +22,7 @@ def package_epochs(settings: Settings, epochs: int) -> dict:
     config = preset("seed", settings, epochs=epochs)
     engine.synchronize(device)
     start = time.perf_counter()
-    splits = data.load_splits(config.data_dir, config.split_seed, config.limit)
+    splits = dataset.load_splits(config.data_dir, config.split_seed, config.limit)
     train_split, val_split = splits.train.to(device), splits.val.to(device)
     engine.synchronize(device)
     data_load_s = time.perf_counter() - start

@@ -16,9 +16,10 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from .. import data, engine
-from ..models import MNISTClassifier
-from .settings import SEED
+from .. import seeds
+from ..step import engine
+from ..step.models import MNISTClassifier
+from .settings import SEED, SPLIT_SEED
 
 LR = 0.01
 BATCH_SIZE = 512
@@ -26,7 +27,7 @@ BATCH_SIZE = 512
 
 def datasets(data_dir: str, limit: Optional[int]):
     """The notebook's datasets: torchvision MNIST + ToTensor, split by ``random_split`` seeded
-    55. ``limit`` keeps the first N of each split, as ``data.load_splits`` does."""
+    55. ``limit`` keeps the first N of each split, as ``dataset.load_splits`` does."""
     import torchvision
 
     def mnist(train: bool):
@@ -34,7 +35,7 @@ def datasets(data_dir: str, limit: Optional[int]):
                                           transform=torchvision.transforms.ToTensor())
 
     training_data, validation_data = torch.utils.data.random_split(
-        mnist(True), [0.8, 0.2], generator=torch.Generator().manual_seed(55))
+        mnist(True), [0.8, 0.2], generator=torch.Generator().manual_seed(SPLIT_SEED))
     if limit is not None:
         training_data = torch.utils.data.Subset(training_data, range(limit))
         validation_data = torch.utils.data.Subset(validation_data, range(limit))
@@ -43,7 +44,7 @@ def datasets(data_dir: str, limit: Optional[int]):
 
 def network(device: torch.device):
     """The notebook's model, optimizer and loss, the weights seeded with ``SEED``."""
-    torch.manual_seed(SEED)
+    torch.manual_seed(seeds.stream("init", SEED, SPLIT_SEED))  # as train seeds its weights
     cnn_model = MNISTClassifier().to(device)
     optimizer = torch.optim.Adam(cnn_model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
@@ -92,7 +93,7 @@ def train_network(data_dir: str, limit: Optional[int], device: torch.device,
     start = time.perf_counter()
     train_s = eval_s = 0.0
     cnn_model, optimizer, loss_fn = network(device)
-    torch.manual_seed(data.derived_seed(SEED, 1))  # train's dropout seed for rank 0
+    torch.manual_seed(seeds.stream("dropout", SEED, SPLIT_SEED, 0))  # train's rank 0 dropout
     train_dataloader = torch.utils.data.DataLoader(training_data, batch_size=BATCH_SIZE)
     val_dataloader = torch.utils.data.DataLoader(validation_data, batch_size=BATCH_SIZE)
     history = []

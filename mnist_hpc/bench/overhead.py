@@ -15,35 +15,32 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import data, engine
-from ..config import RunConfig
-from ..errors import UsageError
-from ..launcher import DistEnv
-from ..observe import EpochHooks, Observer
-from ..recipe import build
+from ..config.options import RunConfig
+from ..data import dataset
+from ..data.batches import BatchPlan, repeated_batches
+from ..job.layout import DistEnv
+from ..observe.observer import EpochHooks, Observer
+from ..step import engine
+from ..step.recipe import build
 from .settings import SEED, Settings
 
 LOG_EVERY = 50
 STEPS = 2 * LOG_EVERY
 
 
-def _runner(settings: Settings, split: data.Split, observed: bool,
+def _runner(settings: Settings, split: dataset.Split, observed: bool,
             run_dir: Path) -> tuple[Callable[[], float], Optional[Observer]]:
     config = RunConfig(seed=SEED, log_every=LOG_EVERY if observed else None)
     device = settings.device
     recipe = build(config, device, STEPS)
-    steps = [(s.local, s.global_size) for s in data.train_steps(
-        len(split), config.batch_size, 0, 1, SEED, 0, shuffle=False)
-        if s.global_size == config.batch_size]
-    if not steps:
-        raise UsageError(f"the training split ({len(split)} images) is smaller than one batch "
-                         f"of {config.batch_size}; raise --limit")
+    plan = BatchPlan(len(split), config.batch_size, seed=SEED, shuffle=False,
+                     channels_last=config.channels_last)
+    repeated_batches(split, plan)  # refuses a split smaller than one batch, before timing
     observer = (Observer(config, DistEnv(), device, run_dir, recipe, None,
-                         data.to_input(split.images[:2])) if observed else None)
+                         dataset.to_input(split.images[:2])) if observed else None)
 
     def run() -> float:
-        batches = engine.device_batches(split, itertools.islice(itertools.cycle(steps), STEPS),
-                                        recipe.precision)
+        batches = itertools.islice(repeated_batches(split, plan), STEPS)
         hooks = EpochHooks(batches, recipe.loss_fn, lambda step: False, lambda step: None)
         if observer is not None:
             hooks = observer.wrap(0, 0, STEPS, hooks)
@@ -60,7 +57,7 @@ def _runner(settings: Settings, split: data.Split, observed: bool,
     return run, observer
 
 
-def bench_overhead(splits: data.MNISTSplits, settings: Settings,
+def bench_overhead(splits: dataset.MNISTSplits, settings: Settings,
                    log: Callable[[str], None]) -> dict:
     """Seconds for STEPS steps of the default recipe, plain and observed; their ratio."""
     split = splits.train.to(settings.device)

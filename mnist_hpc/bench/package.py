@@ -9,10 +9,12 @@ from typing import Optional
 
 import torch
 
-from .. import augment, data, engine, graphs, recipe
-from ..config import RunConfig, replace
-from ..flags import parse_args
-from ..launcher import DistEnv
+from ..config.flags import parse_args
+from ..config.options import RunConfig, replace
+from ..data import dataset
+from ..data.batches import BatchPlan, epoch_batches
+from ..job.layout import DistEnv
+from ..step import engine, graphs, recipe
 from .settings import Settings
 
 
@@ -26,8 +28,8 @@ def preset(name: str, settings: Settings, epochs: Optional[int] = None) -> RunCo
     return replace(parse_args(["--config", name, "--data-dir", settings.data_dir]), **changes)
 
 
-def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
-               evaluations: list[tuple[str, data.Split]], evals_per_epoch: int,
+def run_recipe(config: RunConfig, device: torch.device, train_split: dataset.Split,
+               evaluations: list[tuple[str, dataset.Split]], evals_per_epoch: int,
                targets: tuple[float, ...] = (), target_split: str = "test") -> dict:
     """Train ``config`` as train does (``recipe.build``: the same seeds, model, optimizer,
     schedule, precision and loss; the same batches) on one process, evaluating
@@ -38,7 +40,11 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
     would capture CUDA graphs, so does this, inside the first training clock.
     """
     env = DistEnv(device=str(device))
-    n_steps = data.steps_per_epoch(len(train_split), config.batch_size, 1)
+    plan = BatchPlan(len(train_split), config.batch_size, seed=config.seed,
+                     split_seed=config.split_seed, shuffle=config.shuffle,
+                     augment=config.augment, normalize=config.normalize,
+                     channels_last=config.channels_last)
+    n_steps = plan.steps_per_epoch
     graphed = graphs.use_graphs(config.cuda_graphs, device.type, config.optimizer, 1, None,
                                 config.compile)
     run = recipe.build(config, device, n_steps, graphs=graphed)
@@ -50,13 +56,8 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
     evals: list[dict] = []
     reached: dict = {f"{t:g}": None for t in targets}
     for epoch in range(config.epochs):
-        steps = data.train_steps(len(train_split), config.batch_size, 0, 1, config.seed, epoch,
-                                 config.shuffle)
-        transforms = augment.for_epoch(config.augment, config.seed, epoch, len(train_split),
-                                       device)
-        batches = engine.device_batches(train_split, [(s.local, s.global_size) for s in steps],
-                                        run.precision, transforms)
-        for first in range(0, len(steps), chunk):
+        batches = epoch_batches(train_split, plan, epoch)
+        for first in range(0, n_steps, chunk):
             engine.synchronize(device)
             t0 = time.perf_counter()
             result = engine.train_one_epoch(run.model, itertools.islice(batches, chunk),
@@ -67,7 +68,7 @@ def run_recipe(config: RunConfig, device: torch.device, train_split: data.Split,
             train_s += t1 - t0
             samples += result.samples
             steps_done += result.steps
-            record: dict = {"epoch": epoch + (first + result.steps) / len(steps),
+            record: dict = {"epoch": epoch + (first + result.steps) / n_steps,
                             "step": steps_done}
             for name, split in evaluations:
                 found = engine.evaluate(run.raw_model, split, range(len(split)), env,

@@ -16,9 +16,11 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from .. import data, engine, graphs
+from ..data import dataset
+from ..data.batches import BatchPlan, repeated_batches, torchvision_batches
 from ..errors import UsageError
-from ..models import MNISTClassifier
+from ..step import engine, graphs
+from ..step.models import MNISTClassifier
 from . import notebook
 from .settings import SEED, Settings
 
@@ -95,8 +97,8 @@ def _notebook_runner(batch: int, n_full: int, settings: Settings) -> Runner:
     return run
 
 
-def _package_runner(case: Case, n_full: int, splits: data.MNISTSplits,
-                    train_split: data.Split, settings: Settings) -> Runner:
+def _package_runner(case: Case, n_full: int, splits: dataset.MNISTSplits,
+                    train_split: dataset.Split, settings: Settings) -> Runner:
     """``engine.train_one_epoch`` on the case's batches, precision and layout."""
     device, batch = settings.device, case.batch_size
     torch.manual_seed(SEED)
@@ -109,20 +111,17 @@ def _package_runner(case: Case, n_full: int, splits: data.MNISTSplits,
     # captured at its first call, in the untimed warm-up
     step = (graphs.GraphedStep(model, optimizer, loss_fn, 1, precision, device) if case.graphs
             else None)
-    steps_of_epoch = [s.local for s in data.train_steps(len(train_split), batch, 0, 1, SEED, 0,
-                                                        shuffle=False)][:n_full]
+    plan = BatchPlan(len(train_split), batch, seed=SEED, shuffle=False,
+                     channels_last=case.channels_last)
 
-    def stream() -> Iterator:
+    def torchvision_stream() -> Iterator:
+        full = plan.steps(0)[:n_full]
         while True:
-            if case.loader == "torchvision":
-                loader = data.torchvision_loader(settings.data_dir, splits.train_indices, True,
-                                                 steps_of_epoch)
-                yield from engine.loader_batches(loader, [batch] * n_full, device, precision)
-            else:
-                yield from engine.device_batches(train_split,
-                                                 [(p, batch) for p in steps_of_epoch], precision)
+            yield from torchvision_batches(settings.data_dir, splits.train_indices, full, plan,
+                                           device)
 
-    batches = stream()
+    batches = (torchvision_stream() if case.loader == "torchvision"
+               else repeated_batches(train_split, plan))
 
     def run(steps: int) -> int:
         torch.backends.cudnn.benchmark = True
@@ -133,7 +132,7 @@ def _package_runner(case: Case, n_full: int, splits: data.MNISTSplits,
     return run
 
 
-def _step_runner(case: Case, splits: data.MNISTSplits, train_split: data.Split,
+def _step_runner(case: Case, splits: dataset.MNISTSplits, train_split: dataset.Split,
                  settings: Settings) -> Runner:
     """Build the case's model and batch stream.
 
@@ -158,7 +157,7 @@ def _stats(values: list[float]) -> dict:
             "all": values}
 
 
-def bench_throughput(names: list[str], splits: data.MNISTSplits, settings: Settings,
+def bench_throughput(names: list[str], splits: dataset.MNISTSplits, settings: Settings,
                      log: Callable[[str], None]) -> dict:
     """Samples/s of each case: warm-up, then ``repeats`` rounds in which each case in turn
     trains ``samples`` samples between two synchronisations."""

@@ -17,9 +17,10 @@ from typing import Any, Optional
 import torch
 import torch.distributed as tdist
 
-from .. import dist, engine
-from ..launcher import DistEnv
-from ..models import MODELS, build_model, count_parameters
+from ..job import process_group
+from ..job.layout import DistEnv
+from ..step import engine
+from ..step.models import MODELS, build_model, count_parameters
 
 SMALLEST = 8  # bytes: two fp32 values
 #: per size, iterations ~ ITERATION_BYTES / size, within [MIN_ITERATIONS, MAX_ITERATIONS]:
@@ -96,7 +97,7 @@ def run(env: DistEnv, plan: Plan, backend: str, device: torch.device) -> dict:
     gradient_sizes = sorted(set(plan.gradients.values()))
     counts = {n: iterations(n, plan) for n in plan.sizes + gradient_sizes}
     mine = {n: _median_s(n, count, plan, device, group) for n, count in counts.items()}
-    gathered = dist.all_gather_objects(mine, env)
+    gathered = process_group.all_gather_objects(mine, env)
     slowest = {n: max(per_rank[n] for per_rank in gathered) for n in counts}
     rows = [_row(n, slowest[n], env.world_size, counts[n]) for n in plan.sizes]
     gradients = [{"model": name, "parameters": nbytes // 4, "bytes": nbytes,

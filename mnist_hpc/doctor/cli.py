@@ -11,28 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import config as run_config
-from .. import flags
-from .. import launcher
+from ..config import flags
+from ..config import options as run_config
 from ..errors import EXIT_FAILURE, EXIT_USAGE, UsageError, describe
 from ..files import UsageParser
+from ..job import layout
+from .options import Options
 
 DEFAULT_MAX_BYTES = 64 * 2**20
 QUICK_MAX_BYTES = 2**20
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
-
-
-@dataclass(frozen=True)
-class Options:
-    """The doctor's own flags; the rest of the command line is a trainer's RunConfig."""
-
-    max_bytes: int
-    quick: bool
-    out: Optional[Path]
 
 
 def _bytes(text: str) -> int:
@@ -79,7 +70,7 @@ def parse(argv: Optional[list[str]]) -> tuple[Options, run_config.RunConfig]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    rank = launcher.detect_leniently(os.environ).rank
+    rank = layout.detect_leniently(os.environ).rank
     try:
         options, config = parse(argv)
         from .run import doctor  # torch, only once the command line is good

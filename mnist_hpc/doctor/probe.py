@@ -14,9 +14,11 @@ from typing import Optional
 import torch
 import torch.distributed
 
-from .. import files, mnist_files, results
+from .. import files
+from ..data import mnist_files
 from ..errors import UsageError
-from ..launcher import DistEnv
+from ..job.layout import DistEnv
+from ..run import rundir
 
 
 def device_facts(device: torch.device) -> dict:
@@ -36,7 +38,7 @@ def device_facts(device: torch.device) -> dict:
 
 def versions() -> dict:
     """The versions that must agree across ranks. Not torchvision: only --loader torchvision
-    and --download use it, and importing it (as results.versions does) costs seconds."""
+    and --download use it, and importing it (as rundir.versions does) costs seconds."""
     import mnist_hpc  # read now, not at import: the installed package's own attribute
 
     nccl = None
@@ -44,7 +46,7 @@ def versions() -> dict:
         nccl = ".".join(str(part) for part in torch.cuda.nccl.version())
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "nccl": nccl, "mnist_hpc": mnist_hpc.__version__,
-            "git_commit": results.git_commit()}
+            "git_commit": rundir.git_commit()}
 
 
 def data_problem(data_dir: str) -> Optional[str]:

@@ -17,19 +17,21 @@ from typing import Optional
 
 import torch
 
-from .. import dist, files, results
-from ..config import RunConfig
+from .. import files
+from ..config.options import RunConfig
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..launcher import DistEnv
+from ..job import process_group
+from ..job.layout import DistEnv
+from ..run import rundir
 from . import allreduce, checks, probe, report
-from .cli import Options
+from .options import Options
 
 
 def out_path(options: Options, config: RunConfig) -> tuple[Optional[Path], Optional[str]]:
     """Rank 0's doctor.json path (its directory created, as the trainer creates
     --results-dir), or a bad-input problem where an explicit --out cannot be written."""
     if options.out is None:
-        return Path(config.results_dir) / f"doctor-{results.new_run_id()}.json", None
+        return Path(config.results_dir) / f"doctor-{rundir.new_run_id()}.json", None
     parent = options.out.expanduser().resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -79,9 +81,9 @@ def world(env: DistEnv, facts: list[dict], backend: Optional[str]) -> dict:
 def doctor(options: Options, config: RunConfig) -> int:
     """Run every check and the benchmark; return the exit code every rank agreed on."""
     started = time.perf_counter()
-    with dist.session(config.device, "gloo", config.timeout) as env:
+    with process_group.session(config.device, "gloo", config.timeout) as env:
         out, problem = out_path(options, config) if env.is_main else (None, None)
-        problem = dist.broadcast_object(problem, env)
+        problem = process_group.broadcast_object(problem, env)
         if problem:
             raise UsageError(problem)  # on every rank at once: nobody waits
 
@@ -89,11 +91,11 @@ def doctor(options: Options, config: RunConfig) -> int:
         facts["setup_s"] = time.perf_counter() - started  # session and probes
         marker, marker_problem = (probe.write_marker(config.results_dir) if env.is_main
                                   else (None, None))
-        marker, marker_problem = dist.broadcast_object((marker, marker_problem), env)
+        marker, marker_problem = process_group.broadcast_object((marker, marker_problem), env)
         facts["results_dir"] = probe.read_marker(marker, marker_problem)
-        dist.barrier(env)  # the clocks are read as close together as the ranks can manage
+        process_group.barrier(env)  # the clocks are read as close together as the ranks can manage
         facts["time"] = time.time()
-        gathered = dist.all_gather_objects(facts, env)
+        gathered = process_group.all_gather_objects(facts, env)
         if env.is_main:
             probe.remove_marker(marker)  # every rank has looked: the gather is past its read
 
@@ -108,7 +110,7 @@ def doctor(options: Options, config: RunConfig) -> int:
                                 time.perf_counter() - started, code)
         # every rank leaves only after rank 0 has printed and written: a launcher ends the
         # others as soon as one rank exits non-zero
-        return dist.broadcast_object(code, env)
+        return process_group.broadcast_object(code, env)
 
 
 def write_report(out: Path, facts: list[dict], findings: list[checks.Finding],

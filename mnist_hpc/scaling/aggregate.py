@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import metrics
 from ..files import atomic_write
+from ..run import metrics_json
 from .gather import RunRecord
 
 
@@ -65,7 +65,7 @@ def aggregate(records: list[RunRecord]) -> list[Row]:
     the group with the fewest ranks (then fewest nodes)."""
     groups: dict[tuple, list[RunRecord]] = {}
     for record in records:
-        if record.status == metrics.COMPLETED:
+        if record.status == metrics_json.COMPLETED:
             key = (record.ranks, record.nodes, record.global_batch)
             groups.setdefault(key, []).append(record)
     rows = []

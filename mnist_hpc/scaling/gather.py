@@ -1,8 +1,8 @@
 """Gather a study folder into one RunRecord per run: the numbers measured in each run
-directory's metrics.json, or why there are none (missing, unreadable, failed, still running).
+directory's metrics_json.json, or why there are none (missing, unreadable, failed, still running).
 
 Runs are matched to the manifest by run id, then by the job id (the templates name their run
-directories ``pbs-<job>`` or ``slurm-<job>``, and metrics.json records the job id too); any
+directories ``pbs-<job>`` or ``slurm-<job>``, and metrics_json.json records the job id too); any
 other run directory in the folder is reported as well.
 """
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .. import metrics
 from ..errors import UsageError
+from ..run import metrics_json
 from .study import PLANNED, SUBMIT_FAILED, read_manifest
 
-# statuses the report adds to metrics.STATUSES
+# statuses the report adds to metrics_json.STATUSES
 MISSING, UNREADABLE, INCOMPLETE = "missing", "unreadable", "incomplete"
 
 
@@ -25,7 +25,7 @@ class RunRecord:
     """One run as the report sees it: measured numbers, or why there are none."""
 
     label: str
-    status: str  # one of metrics.STATUSES, MISSING, UNREADABLE or INCOMPLETE
+    status: str  # one of metrics_json.STATUSES, MISSING, UNREADABLE or INCOMPLETE
     run_dir: Optional[Path] = None
     job_id: Optional[str] = None
     ranks: Optional[int] = None
@@ -70,9 +70,9 @@ def measure(payload: dict) -> dict:
 
 def _record(label: str, run_dir: Path, job_id: Optional[str]) -> RunRecord:
     try:
-        payload = metrics.read(run_dir)
+        payload = metrics_json.read(run_dir)
     except (OSError, ValueError) as exc:
-        return RunRecord(label, UNREADABLE, run_dir, job_id, detail=f"{metrics.FILENAME}: {exc}")
+        return RunRecord(label, UNREADABLE, run_dir, job_id, detail=f"{metrics_json.FILENAME}: {exc}")
     world, batch = payload.get("world", {}), payload.get("batch", {})
     final = payload.get("final", {})
     record = RunRecord(
@@ -85,7 +85,7 @@ def _record(label: str, run_dir: Path, job_id: Optional[str]) -> RunRecord:
         detail=payload.get("error", ""), metrics=payload)
     for key, value in measure(payload).items():
         setattr(record, key, value)
-    if record.status == metrics.COMPLETED and record.samples_per_s is None:
+    if record.status == metrics_json.COMPLETED and record.samples_per_s is None:
         record.status, record.detail = INCOMPLETE, "completed without epoch records"
     return record
 
@@ -97,11 +97,11 @@ def gather(study_dir: Path) -> tuple[Optional[dict], list[RunRecord]]:
         raise UsageError(f"study folder {study_dir} does not exist")
     manifest = read_manifest(study_dir)
     run_dirs = {p.name: p for p in study_dir.iterdir()
-                if p.is_dir() and (p / metrics.FILENAME).exists()}
+                if p.is_dir() and (p / metrics_json.FILENAME).exists()}
     by_job: dict[str, Path] = {}
     for path in run_dirs.values():
         try:
-            job = metrics.read(path).get("world", {}).get("job_id")
+            job = metrics_json.read(path).get("world", {}).get("job_id")
         except (OSError, ValueError):
             continue
         if job:
@@ -131,14 +131,14 @@ def gather(study_dir: Path) -> tuple[Optional[dict], list[RunRecord]]:
             continue
         used.add(found.name)
         record = _record(label, found, job)
-        if record.status == metrics.RUNNING and entry.get("exit_code") not in (None, 0):
-            record.status = metrics.FAILED
+        if record.status == metrics_json.RUNNING and entry.get("exit_code") not in (None, 0):
+            record.status = metrics_json.FAILED
             record.detail = record.detail or f"exited {entry['exit_code']}"
         records.append(record)
     for name in sorted(set(run_dirs) - used):
         records.append(_record(name, run_dirs[name], None))
     for record in records:
-        if record.status != metrics.COMPLETED:
+        if record.status != metrics_json.COMPLETED:
             logs = [study_dir / "logs" / f"{record.label}.log"]
             if record.job_id:
                 logs.append(study_dir / f"slurm-{record.job_id.split('.')[0]}.out")

@@ -15,7 +15,14 @@ from typing import Optional
 
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..files import REPO_DIR
-from .study import EXITED, STARTED, create_study, read_manifest, save_manifest, study_id_for
+from .study import (
+    EXITED,
+    STARTED,
+    create_study,
+    read_manifest,
+    save_manifest,
+    study_id_for,
+)
 from .sweep import PlannedRun, Sweep, load_sweep, plan
 
 # Variables of an outer launcher that must not reach the runs `local` starts (a stale RANK or

@@ -9,13 +9,18 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .. import metrics
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..files import atomic_write
+from ..run import metrics_json
 from .aggregate import Row, aggregate, write_csv
 from .gather import RunRecord, gather
-from .perfmodel import (GRADIENT_BYTES_PER_PARAM, model_markdown, model_ranks, parse_network,
-                        predict)
+from .perfmodel import (
+    GRADIENT_BYTES_PER_PARAM,
+    model_markdown,
+    model_ranks,
+    parse_network,
+    predict,
+)
 from .plots import write_plots
 from .study import MANIFEST
 from .tables import batch_text, fmt, md_table
@@ -32,8 +37,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = aggregate(records)
     mode = (manifest or {}).get("mode") or _guess_mode(records)
     network = parse_network(args.model, "--model") if args.model else None
-    completed = [r for r in records if r.status == metrics.COMPLETED]
-    problems = [r for r in records if r.status != metrics.COMPLETED]
+    completed = [r for r in records if r.status == metrics_json.COMPLETED]
+    problems = [r for r in records if r.status != metrics_json.COMPLETED]
     title = f"{(manifest or {}).get('study_id', study_dir.name)} ({mode} scaling)"
 
     predicted, model_text = None, ""
@@ -80,7 +85,7 @@ def _model_for(rows: list[Row], records: list[RunRecord], mode: str,
 def _report_markdown(study_dir: Path, manifest: Optional[dict], mode: str,
                      records: list[RunRecord], rows: list[Row], problems: list[RunRecord],
                      plots: list[str], model_text: str) -> str:
-    completed = [r for r in records if r.status == metrics.COMPLETED]
+    completed = [r for r in records if r.status == metrics_json.COMPLETED]
     versions = completed[0].metrics.get("versions", {}) if completed else {}
     epochs = [len(r.metrics.get("epochs") or []) for r in completed]
     measured = sorted({r.measured_epochs for r in completed})

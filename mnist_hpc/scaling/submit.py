@@ -15,10 +15,23 @@ from typing import Optional
 
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError
 from ..files import REPO_DIR
-from .schedulers import (TEMPLATES, pbs_command, pbs_violations, slurm_command,
-                         slurm_test_only, slurm_violations)
-from .study import (MANIFEST, SUBMIT_FAILED, SUBMITTED, create_study, read_manifest,
-                    save_manifest, study_id_for)
+from .schedulers import (
+    TEMPLATES,
+    pbs_command,
+    pbs_violations,
+    slurm_command,
+    slurm_test_only,
+    slurm_violations,
+)
+from .study import (
+    MANIFEST,
+    SUBMIT_FAILED,
+    SUBMITTED,
+    create_study,
+    read_manifest,
+    save_manifest,
+    study_id_for,
+)
 from .sweep import load_sweep, plan
 
 

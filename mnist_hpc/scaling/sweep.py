@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .. import config as run_config
-from .. import flags
+from ..config import flags
+from ..config import options as run_config
 from ..errors import UsageError
 from ..files import PACKAGE_DIR, check_name, read_yaml
 

@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .dist import all_reduce_sum
-from .launcher import DistEnv
+from ..job.layout import DistEnv
+from ..job.process_group import all_reduce_sum
 
 FILENAME = "steps.jsonl"
 TENSORBOARD_DIR = "tensorboard"

@@ -17,10 +17,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .config import RunConfig
+from ..config.options import RunConfig
+from ..errors import UsageError
+from ..job.layout import DistEnv
 from .engine import Precision
-from .errors import UsageError
-from .launcher import DistEnv
 from .warmup import preserved
 
 CAPTURABLE = ("adam", "adamw")  # SGD has no capturable mode: its step reads lr on the host
@@ -57,18 +57,6 @@ def use_graphs(setting: str, device_type: str, optimizer: str, world_size: int,
 def wanted(config: RunConfig, env: DistEnv, device: torch.device) -> bool:
     return use_graphs(config.cuda_graphs, device.type, config.optimizer, env.world_size,
                       env.backend, config.compile)
-
-
-def step_for(run) -> Optional["GraphedStep"]:
-    """The run's graphed training step, or None where it runs eagerly."""
-    if not run.cuda_graphs:
-        return None
-    recipe = run.recipe
-    # the step log's loss tap, where there is one, is captured with the step and adds each
-    # replay's loss to its running sum on the device
-    loss_fn = run.observer.tap if run.observer and run.observer.tap else recipe.loss_fn
-    return GraphedStep(run.model, recipe.optimizer, loss_fn, run.env.world_size,
-                       recipe.precision, run.device)
 
 
 def _portable_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:

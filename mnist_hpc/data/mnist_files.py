@@ -15,9 +15,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .errors import UsageError
-from .files import atomic_write
-from .watchdog import interruptible
+from ..errors import UsageError
+from ..files import atomic_write
+from ..job.watchdog import interruptible
 
 # name -> (md5 of the uncompressed file, idx magic number, item count). Content is checked by
 # the uncompressed md5: one .gz here was re-compressed, so its own md5 differs from torchvision's.

@@ -11,9 +11,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import norm
-from .config import RunConfig
-from .data import derived_seed
+from .. import seeds
+from ..config.options import RunConfig
+from . import sync_batchnorm
 from .engine import Precision
 from .models import build_model
 
@@ -61,8 +61,8 @@ def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: i
           world_size: int = 1, graphs: bool = False) -> Recipe:
     """The recipe for one rank (``graphs``: its step will run as CUDA graphs). Initial weights
     come from ``--seed`` alone (the same on every rank); the global RNG is then reseeded per
-    rank for dropout. With ``sync_bn`` and several ranks, BatchNorm layers normalise over the
-    global batch (norm.py)."""
+    rank for dropout (``seeds``: each stream named, none colliding). With ``sync_bn`` and several ranks, BatchNorm layers normalise over the
+    global batch (sync_batchnorm.py)."""
     # process-wide switches, set either way so that a run in the same process never inherits
     # the last one's (CUBLAS_WORKSPACE_CONFIG, which cuBLAS also needs, is set by train.main)
     torch.use_deterministic_algorithms(config.deterministic)
@@ -70,13 +70,13 @@ def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: i
         torch.backends.cudnn.deterministic = config.deterministic
         # fixed shapes: pick the fastest kernels once, unless they must be the same every run
         torch.backends.cudnn.benchmark = not config.deterministic
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seeds.stream("init", config.seed, config.split_seed))
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     raw_model = build_model(config.model, config.dropout).to(device, memory_format=memory_format)
     if config.sync_bn and world_size > 1:  # the process group exists: train.py makes it first
-        norm.convert(raw_model)
+        sync_batchnorm.convert(raw_model)
     model = torch.compile(raw_model) if config.compile else raw_model
-    torch.manual_seed(derived_seed(config.seed, rank + 1))
+    torch.manual_seed(seeds.stream("dropout", config.seed, config.split_seed, rank))
     lr = config.lr * (world_size if config.scale_lr else 1)
     optimizer = build_optimizer(config, raw_model.parameters(), lr)
     scheduler = build_scheduler(config, optimizer, lr, config.epochs * steps_per_epoch)

@@ -1,5 +1,5 @@
 """RunConfig: everything a run depends on, typed, commented and validated, and the checks
-that build one from a mapping (a YAML file's, the command line's: ``mnist_hpc.flags``).
+that build one from a mapping (a YAML file's, the command line's: ``mnist_hpc.config.flags``).
 
 Every error is a ``UsageError`` whose message names the problem and the fix; ``train``
 turns it into exit 2. Torch-free.
@@ -17,8 +17,8 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import UsageError
-from .files import REPO_DIR, check_name, short
+from ..errors import UsageError
+from ..files import REPO_DIR, check_name, short
 
 MAX_TIMEOUT = 7 * 24 * 3600  # a collective waiting longer has hung; larger overflows timedelta
 CHOICES = {
@@ -128,9 +128,11 @@ class RunConfig:
             raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.momentum < 0:
             raise UsageError(f"momentum must be >= 0, got {self.momentum!r}")
-        for name in ("seed", "split_seed"):  # the trainer derives per-rank and per-epoch seeds
-            if not 0 <= getattr(self, name) < 2**32:
-                raise UsageError(f"{name} must be in [0, 2**32), got {short(getattr(self, name))}")
+        # the trainer derives its named streams from these (mnist_hpc.seeds)
+        if not 0 <= self.seed < 2**31:
+            raise UsageError(f"seed must be in [0, 2**31), got {short(self.seed)}")
+        if not 0 <= self.split_seed < 2**32:
+            raise UsageError(f"split_seed must be in [0, 2**32), got {short(self.split_seed)}")
         if self.timeout > MAX_TIMEOUT:
             raise UsageError(f"timeout must be at most {MAX_TIMEOUT} seconds (a week), "
                              f"got {self.timeout!r}")

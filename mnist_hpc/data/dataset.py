@@ -13,8 +13,8 @@ from typing import Iterator, Optional
 
 import torch
 
-from .errors import UsageError
-from .mnist_files import FILES, load_raw, raw_dir
+from ..errors import UsageError
+from .mnist_files import load_raw
 
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel statistics, for --normalize
 
@@ -87,52 +87,6 @@ def shard_range(n: int, rank: int, world_size: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
-def derived_seed(seed: int, stream: int) -> int:
-    """Independent seeds from the run's one ``--seed``: ``stream`` is the epoch for the
-    shuffle order and rank + 1 for dropout (every rank's dropout differs)."""
-    return seed * 1_000_003 + stream
-
-
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
-    """The global order of one epoch, the same on every rank (set_epoch semantics)."""
-    if not shuffle:
-        return torch.arange(n)
-    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
-    return torch.randperm(n, generator=generator)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One optimizer step: this rank's positions in the split and the global batch size."""
-
-    local: torch.Tensor
-    global_size: int
-
-
-def train_steps(n: int, global_batch: int, rank: int, world_size: int, seed: int, epoch: int,
-                shuffle: bool) -> list[Step]:
-    """Each global batch of the epoch's order, cut into ``world_size`` near-equal slices.
-
-    Every rank's step k covers a disjoint part of global batch k, so the averaged gradient of
-    W ranks equals the gradient of one process on the whole batch (the engine scales each
-    rank's loss sum by W / global size). A final global batch with fewer samples than ranks is
-    dropped (at most world_size - 1 samples): every rank must step together.
-    """
-    order = epoch_order(n, seed, epoch, shuffle)
-    steps = []
-    for start in range(0, n, global_batch):
-        batch = order[start:start + global_batch]
-        if len(batch) < world_size:
-            break
-        steps.append(Step(torch.tensor_split(batch, world_size)[rank], len(batch)))
-    return steps
-
-
-def steps_per_epoch(n: int, global_batch: int, world_size: int) -> int:
-    full, tail = divmod(n, global_batch)
-    return full + (1 if tail >= world_size else 0)
-
-
 def eval_batches(n_local: int, batch_size: int, balanced: bool = False) -> Iterator[slice]:
     """Consecutive slices covering 0..n_local-1 once, none larger than ``batch_size``.
     ``balanced``: as few batches, of sizes that differ by at most one (one or two shapes,
@@ -158,20 +112,3 @@ def check_shardable(splits: MNISTSplits, global_batch: int, world_size: int) -> 
     if global_batch < world_size:
         raise UsageError(f"global batch {global_batch} is smaller than the {world_size} ranks; "
                          f"raise --batch-size or use --batch-mode per-rank")
-
-
-def torchvision_loader(data_dir: str | Path, indices: torch.Tensor, train: bool,
-                       batch_positions: list[torch.Tensor]) -> torch.utils.data.DataLoader:
-    """The notebook's path: torchvision dataset + ToTensor through a DataLoader, fed the same
-    positions as the device path, so both give identical batches. No workers: no fork under MPI."""
-    import torchvision
-
-    folder = raw_dir(data_dir)
-    if not all((folder / name).is_file() for name in FILES):
-        raise UsageError(f"--loader torchvision needs the decompressed files in {folder}, and "
-                         f"the folder is not writable; use the default --loader device")
-    dataset = torchvision.datasets.MNIST(root=str(data_dir), train=train, download=False,
-                                         transform=torchvision.transforms.ToTensor())
-    subset = torch.utils.data.Subset(dataset, indices.tolist())
-    return torch.utils.data.DataLoader(subset, batch_sampler=[p.tolist() for p in batch_positions],
-                                       num_workers=0)

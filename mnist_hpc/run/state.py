@@ -15,14 +15,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, data, dist, engine, files, results
-from .config import RunConfig
-from .errors import Preempted
-from .launcher import DistEnv
-from .metrics import FILENAME
-from .observe import Observer
-from .recipe import Recipe
-from .stop import StopRequest
+from .. import files, seeds
+from ..config.options import RunConfig
+from ..data import dataset
+from ..data.batches import BatchPlan
+from ..errors import Preempted
+from ..job import process_group
+from ..job.layout import DistEnv
+from ..job.preemption import StopRequest
+from ..observe.comm_timer import CommTimer
+from ..observe.observer import Observer
+from ..step import engine
+from ..step.graphs import GraphedStep
+from ..step.recipe import Recipe
+from . import checkpoint, rundir
+from .metrics_json import FILENAME
 
 
 def log(env: DistEnv, message: str) -> None:
@@ -46,30 +53,36 @@ def progress_printer(env: DistEnv, epoch: int, total: int) -> Callable[[int], No
 
 @dataclass
 class Run:
-    """What one training run carries from epoch to epoch (rank 0 also owns the run directory)."""
+    """What one training run carries from epoch to epoch, every part known when it is built
+    (``loop.start_run``); only the position, history and records change as it goes. Rank 0
+    also owns the run directory."""
 
     config: RunConfig
     env: DistEnv
     device: torch.device
-    splits: data.MNISTSplits  # on the device
+    splits: dataset.MNISTSplits  # on the device
+    plan: BatchPlan  # how every epoch is cut into this rank's batches
     recipe: Recipe
     model: nn.Module  # recipe.model, wrapped in DDP when there are several ranks
-    comm_timer: Optional[engine.CommTimer]  # gloo's all-reduce time, for metrics
-    global_batch: int
-    steps_per_epoch: int
+    step: Optional[GraphedStep]  # the training step as CUDA graphs; None: the eager step
+    comm_timer: Optional[CommTimer]  # gloo's all-reduce time, for metrics
+    observer: Observer  # timing, step log, profile, stack dumps
     run_dir: Path
+    lock: Optional[IO]  # rank 0's hold on the run directory, released when the process ends
     started: float  # perf_counter at the start, for the wall time
     data_load_s: float
-    lock: Optional[IO]  # rank 0's hold on the run directory, released when the process ends
-    metrics: dict = field(default_factory=dict)  # what metrics.json holds
+    metrics: dict  # what metrics.json holds
     history: list = field(default_factory=list)
     start_epoch: int = 0
     start_step: int = 0  # where the next epoch starts: not 0 only when resuming mid-epoch
-    cuda_graphs: bool = False  # the training step runs as CUDA graphs (graphs.use_graphs)
-    step: Optional[Callable] = None  # that graphed step; None: engine's eager step
-    warmup_s: float = 0.0  # the timed warm-up before epoch 0 (warmup.warm_up)
-    startup_s: Optional[float] = None  # process start to the first training step
-    observer: Optional[Observer] = None  # timing, step log, profile, stack dumps (set up last)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.plan.global_batch
 
     def write_metrics(self, status: str) -> None:
         if self.env.is_main:
@@ -79,8 +92,8 @@ class Run:
     def write_history(self) -> None:
         if self.env.is_main and self.history:
             array = np.array(self.history, dtype=np.float64)
-            results.write_history(self.run_dir, array)
-            results.write_plots(self.run_dir, array)
+            rundir.write_history(self.run_dir, array)
+            rundir.write_plots(self.run_dir, array)
 
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, RNG, position, records."""
@@ -99,9 +112,8 @@ class Run:
 
     def save_checkpoint(self, epoch: int, step: int) -> None:
         """Where the run goes on (``epoch``, ``step``); every rank's RNG, rank 0 writes."""
-        if self.observer is not None:
-            self.observer.activity.set("gather of RNG states for a checkpoint", epoch, step)
-        rngs = dist.all_gather_objects(checkpoint.rng_state(self.device), self.env)
+        self.observer.activity.set("gather of RNG states for a checkpoint", epoch, step)
+        rngs = process_group.all_gather_objects(seeds.rng_state(self.device), self.env)
         if self.env.is_main:
             scheduler = self.recipe.scheduler
             checkpoint.save(self.run_dir, {
@@ -122,7 +134,7 @@ class Run:
         if (self.env.distributed and step % self.config.stop_check_every
                 and step != self.steps_per_epoch):
             return False
-        return dist.any_rank(stop.wanted(watches_clock=self.env.is_main), self.env)
+        return process_group.any_rank(stop.wanted(watches_clock=self.env.is_main), self.env)
 
     def stop_early(self, stop: StopRequest, epoch: int, step: int, where: str) -> None:
         """Checkpoint at (``epoch``, ``step``) and end the run with exit 75."""
@@ -131,7 +143,7 @@ class Run:
                       f"with --resume {self.run_dir}")
         raise Preempted(stop.reason())
 
-    def evaluate(self, split: data.Split) -> engine.EvalResult:
-        shard = data.shard_range(len(split), self.env.rank, self.env.world_size)
+    def evaluate(self, split: dataset.Split) -> engine.EvalResult:
+        shard = dataset.shard_range(len(split), self.env.rank, self.env.world_size)
         return engine.evaluate(self.recipe.raw_model, split, shard, self.env,
                                self.recipe.precision, self.config.eval_batch_for(self.device.type))

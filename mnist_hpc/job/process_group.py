@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import UsageError
-from .launcher import DistEnv
+from ..errors import UsageError
+from .layout import DistEnv
 from .watchdog import deadline, find_job
 
 T = TypeVar("T")

@@ -17,26 +17,34 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import augment, checkpoint, data, dist, engine, files, graphs, results, startup, warmup
-from .observe import EpochHooks, Observer
-from .config import RunConfig, to_yaml
-from .errors import EXIT_OK, Preempted, describe
-from .launcher import DistEnv
-from .metrics import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
-from .models import count_parameters
-from .recipe import build as build_recipe
-from .run import Run, log, progress_printer
-from .stop import StopRequest
-
+from .. import files
+from ..config.options import RunConfig, to_yaml
+from ..data import batches, dataset
+from ..data.batches import BatchPlan
+from ..errors import EXIT_OK, Preempted, describe
+from ..job import process_group
+from ..job.layout import DistEnv
+from ..job.preemption import StopRequest
+from ..observe import startup
+from ..observe.comm_timer import CommTimer, timed_allreduce_hook
+from ..observe.observer import EpochHooks, Observer
+from ..step import engine, graphs, warmup
+from ..step.models import count_parameters
+from ..step.recipe import Recipe
+from ..step.recipe import build as build_recipe
+from . import checkpoint, rundir
+from .metrics_json import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
+from .state import Run, log, progress_printer
 
 # --- set up ---------------------------------------------------------------------------------
 
 def load_data(config: RunConfig, env: DistEnv, device: torch.device,
-              global_batch: int) -> data.MNISTSplits:
+              global_batch: int) -> dataset.MNISTSplits:
     """Every split, on the device; refused on every rank if the ranks cannot share it."""
-    splits = dist.agree(env, lambda: data.load_splits(config.data_dir, config.split_seed,
-                                                      config.limit, config.download))
-    dist.agree(env, lambda: data.check_shardable(splits, global_batch, env.world_size))
+    splits = process_group.agree(env, lambda: dataset.load_splits(
+        config.data_dir, config.split_seed, config.limit, config.download))
+    process_group.agree(env, lambda: dataset.check_shardable(splits, global_batch,
+                                                             env.world_size))
     return dataclasses.replace(splits, train=splits.train.to(device),
                                val=splits.val.to(device), test=splits.test.to(device))
 
@@ -45,17 +53,17 @@ def open_run_dir(config: RunConfig) -> tuple[str, Optional[dict], Optional[str],
     """Rank 0's part: create (or reopen, to resume) the run directory and own it (a lock held
     for the life of the run), read the checkpoint. A completed run named by ``--resume auto``
     is left as it is: the third value says so."""
-    done = results.completed_message(config.resume, config.results_dir, config.run_id)
+    done = rundir.completed_message(config.resume, config.results_dir, config.run_id)
     if done is not None:
         return "", None, done, None
     resume_dir = (checkpoint.resolve(config.resume, config.results_dir, config.run_id)
                   if config.resume else None)
     if resume_dir is None:
-        run_dir = results.create_run_dir(config.results_dir, config.run_id,
+        run_dir = rundir.create_run_dir(config.results_dir, config.run_id,
                                          reuse=config.resume == "auto")
-        return str(run_dir), None, None, results.lock_run_dir(run_dir)
-    lock = results.lock_run_dir(resume_dir)
-    return str(resume_dir), checkpoint.load(resume_dir / results.CHECKPOINT), None, lock
+        return str(run_dir), None, None, rundir.lock_run_dir(run_dir)
+    lock = rundir.lock_run_dir(resume_dir)
+    return str(resume_dir), checkpoint.load(resume_dir / rundir.CHECKPOINT), None, lock
 
 
 def prepare_run_dir(config: RunConfig, env: DistEnv
@@ -63,14 +71,14 @@ def prepare_run_dir(config: RunConfig, env: DistEnv
     """The run directory, the checkpoint to resume from and whether the run is complete
     already: rank 0 finds them and every rank receives them, so no rank needs the shared
     filesystem to resume. Rank 0 also returns its lock on the directory (None elsewhere)."""
-    found = dist.agree(env, lambda: open_run_dir(config) if env.is_main
+    found = process_group.agree(env, lambda: open_run_dir(config) if env.is_main
                        else ("", None, None, None))
-    run_dir, state, done = dist.broadcast_object(found[:3], env)
+    run_dir, state, done = process_group.broadcast_object(found[:3], env)
     return Path(run_dir), state, done, found[3]
 
 
 def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
-                 device: torch.device) -> tuple[nn.Module, Optional[engine.CommTimer]]:
+                 device: torch.device) -> tuple[nn.Module, Optional[CommTimer]]:
     """DDP around the model when there are several ranks; on gloo, with timed all-reduces."""
     if not env.distributed:
         return model, None
@@ -79,18 +87,20 @@ def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
                 static_graph=config.static_graph)
     if env.backend != "gloo":
         return model, None
-    comm_timer = engine.CommTimer()
-    model.register_comm_hook(comm_timer, engine.timed_allreduce_hook)
+    comm_timer = CommTimer()
+    model.register_comm_hook(comm_timer, timed_allreduce_hook)
     return model, comm_timer
 
 
-def first_metrics(run: Run, hostnames: list[str]) -> dict:
-    """metrics.json as the run starts (see mnist_hpc.metrics for the layout)."""
-    config, env, device = run.config, run.env, run.device
+def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: BatchPlan,
+                  recipe: Recipe, cuda_graphs: bool, hostnames: list[str],
+                  flops_per_sample: Optional[float]) -> dict:
+    """metrics.json as the run starts (see mnist_hpc.run.metrics_json for the layout)."""
     return {
-        "schema": SCHEMA, "run_id": run.run_dir.name, "status": RUNNING,
+        "schema": SCHEMA, "run_id": "", "status": RUNNING,
         "config": config.to_dict(),
-        "model": {"name": config.model, "parameters": count_parameters(run.recipe.raw_model)},
+        "model": {"name": config.model, "parameters": count_parameters(recipe.raw_model),
+                  "flops_per_sample": flops_per_sample},
         "world": {"world_size": env.world_size, "nodes": len(set(hostnames)),
                   "local_world_size": env.local_world_size, "launcher": env.launcher,
                   "backend": env.backend, "device": str(device),
@@ -98,13 +108,23 @@ def first_metrics(run: Run, hostnames: list[str]) -> dict:
                   else None, "cpu_threads": torch.get_num_threads(),
                   "hostnames": hostnames, "job_id": env.job_id,
                   "master_addr": env.master_addr},
-        "batch": {"global": run.global_batch, "per_rank": run.global_batch / env.world_size,
-                  "mode": config.batch_mode, "steps_per_epoch": run.steps_per_epoch,
-                  "lr": run.recipe.lr, "precision": "bf16" if run.recipe.precision.dtype
-                  else "fp32", "cuda_graphs": run.cuda_graphs},
+        "batch": {"global": plan.global_batch, "per_rank": plan.global_batch / env.world_size,
+                  "mode": config.batch_mode, "steps_per_epoch": plan.steps_per_epoch,
+                  "lr": recipe.lr, "precision": "bf16" if recipe.precision.dtype else "fp32",
+                  "cuda_graphs": cuda_graphs},
         "samples": {}, "epochs": [], "final": {}, "resumed_from": [],
-        "versions": results.versions() if env.is_main else {},
+        "versions": rundir.versions() if env.is_main else {},
     }
+
+
+def batch_plan(config: RunConfig, env: DistEnv, n_train: int) -> BatchPlan:
+    """How this rank cuts every epoch: the global batch is split over the ranks, or (per-rank
+    mode) each rank takes a whole batch."""
+    global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank"
+                                        else 1)
+    return BatchPlan(n_train, global_batch, env.rank, env.world_size, config.seed,
+                     config.split_seed, config.shuffle, config.augment, config.normalize,
+                     config.channels_last)
 
 
 def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
@@ -113,8 +133,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     started = time.perf_counter()
     device = torch.device(env.device)
     cuda_graphs = graphs.wanted(config, env, device)  # refused before anything is written
-    global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank"
-                                        else 1)
+    global_batch = batch_plan(config, env, 0).global_batch
     splits = load_data(config, env, device, global_batch)
     data_load_s = time.perf_counter() - started
     run_dir, state, done, lock = prepare_run_dir(config, env)
@@ -122,17 +141,24 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
         log(env, done)
         return None
     log(env, f"Run directory: {run_dir}")
-    hostnames = dist.all_gather_objects(socket.gethostname(), env)
-    steps = data.steps_per_epoch(len(splits.train), global_batch, env.world_size)
-    recipe = build_recipe(config, device, steps, env.rank, env.world_size, cuda_graphs)
+    hostnames = process_group.all_gather_objects(socket.gethostname(), env)
+    plan = batch_plan(config, env, len(splits.train))
+    recipe = build_recipe(config, device, plan.steps_per_epoch, env.rank, env.world_size,
+                          cuda_graphs)
     model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
-    run = Run(config, env, device, splits, recipe, model, comm_timer, global_batch, steps,
-              run_dir, started, data_load_s, lock, cuda_graphs=cuda_graphs)
-    run.observer = Observer(config, env, device, run_dir, recipe, comm_timer,
-                            data.to_input(splits.train.images[:2], recipe.precision.normalize,
-                                          recipe.precision.channels_last))
-    run.metrics = first_metrics(run, hostnames)
-    run.metrics["model"]["flops_per_sample"] = run.observer.flops_per_sample
+    observer = Observer(config, env, device, run_dir, recipe, comm_timer,
+                        dataset.to_input(splits.train.images[:2], config.normalize,
+                                         config.channels_last))
+    # the step log's loss tap, where there is one, is captured with the graphed step and adds
+    # each replay's loss to its running sum on the device
+    step = (graphs.GraphedStep(model, recipe.optimizer, observer.tap or recipe.loss_fn,
+                               env.world_size, recipe.precision, device)
+            if cuda_graphs else None)
+    metrics = first_metrics(config, env, device, plan, recipe, cuda_graphs, hostnames,
+                            observer.flops_per_sample)
+    metrics["run_id"] = run_dir.name
+    run = Run(config, env, device, splits, plan, recipe, model, step, comm_timer, observer,
+              run_dir, lock, started, data_load_s, metrics)
     if state is not None:
         run.resume(state)
     if env.is_main:
@@ -140,8 +166,19 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     run.write_metrics(RUNNING)
     log(env, f"{config.model}: {count_parameters(recipe.raw_model):,} parameters, world size "
              f"{env.world_size} ({env.launcher}, {env.backend or 'no process group'}, {device}), "
-             f"global batch {global_batch}, {steps} steps/epoch")
+             f"global batch {plan.global_batch}, {plan.steps_per_epoch} steps/epoch")
     return run
+
+
+def warm_up(run: Run) -> float:
+    """The timed warm-up before epoch 0 (step.warmup): on CUDA only."""
+    return warmup.warm_up(
+        run.model, run.recipe, run.step,
+        lambda: batches.epoch_batches(run.splits.train, run.plan, run.start_epoch,
+                                      shapes_only=True),
+        lambda: [run.evaluate(split) for split in (run.splits.train, run.splits.val,
+                                                   run.splits.test)],
+        run.env.world_size, run.device)
 
 
 # --- one epoch ------------------------------------------------------------------------------
@@ -149,26 +186,17 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
 def train_epoch(run: Run, epoch: int, stop: StopRequest) -> tuple[engine.EpochResult, float]:
     """This rank's steps of ``epoch`` from ``run.start_step``, and the seconds they took."""
     config, env, recipe, first = run.config, run.env, run.recipe, run.start_step
-    steps = data.train_steps(len(run.splits.train), run.global_batch, env.rank, env.world_size,
-                             config.seed, epoch, config.shuffle)[first:]
-    if config.loader == "torchvision":
-        loader = data.torchvision_loader(config.data_dir, run.splits.train_indices, True,
-                                         [s.local for s in steps])
-        batches = engine.loader_batches(loader, [s.global_size for s in steps], run.device,
-                                        recipe.precision)
-    else:
-        transforms = augment.for_epoch(config.augment, config.seed, epoch,
-                                       len(run.splits.train), run.device)
-        batches = engine.device_batches(run.splits.train,
-                                        [(s.local, s.global_size) for s in steps],
-                                        recipe.precision, transforms)
+    epoch_batches = batches.epoch_batches(
+        run.splits.train, run.plan, epoch, first,
+        torchvision_from=((config.data_dir, run.splits.train_indices)
+                          if config.loader == "torchvision" else None))
     if run.comm_timer is not None:
         run.comm_timer.take_seconds()  # forget the evaluation's all-reduces
     stop.start_clock()
     engine.synchronize(run.device)
     started = time.perf_counter()
     hooks = run.observer.wrap(epoch, first, run.steps_per_epoch, EpochHooks(
-        batches, recipe.loss_fn, should_stop=lambda step: run.should_stop(stop, first + step),
+        epoch_batches, recipe.loss_fn, should_stop=lambda step: run.should_stop(stop, first + step),
         on_step=progress_printer(env, epoch, run.steps_per_epoch)))
     # through the module, so that the tests' fault injection can replace it
     result = engine.train_one_epoch(
@@ -222,7 +250,7 @@ def run_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
 
 # --- finish ---------------------------------------------------------------------------------
 
-def finish(run: Run) -> None:
+def finish(run: Run, warmup_s: float, startup_s: float) -> None:
     """The test split, evaluated once; the final figures (history and plots are written)."""
     run.observer.activity.set("all-reduce of the test evaluation's sums")
     test_eval = run.evaluate(run.splits.test)
@@ -233,7 +261,7 @@ def finish(run: Run) -> None:
         "wall_s": time.perf_counter() - run.started, "data_load_s": run.data_load_s,
         "init_process_group_s": run.env.init_s,
         "train_s": sum(e["train_s"] for e in run.metrics["epochs"]),
-        "warmup_s": run.warmup_s, "startup_s": run.startup_s,
+        "warmup_s": warmup_s, "startup_s": startup_s,
     }
     log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
     run.write_metrics(COMPLETED)
@@ -247,18 +275,17 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
     if run is None:
         return EXIT_OK
     try:
-        run.step = graphs.step_for(run)
-        run.warmup_s = warmup.warm_up(run)
-        run.startup_s = startup.process_age_s()
+        warmup_s = warm_up(run)
+        startup_s = startup.process_age_s()
         for epoch in range(run.start_epoch, config.epochs):
             run_epoch(run, epoch, stop)
-        finish(run)
+        finish(run, warmup_s, startup_s)
         return EXIT_OK
     except Preempted:
         run.write_metrics(PREEMPTED)
         # no rank leaves before rank 0 has written the checkpoint and metrics: a launcher
         # (mpiexec, srun, torchrun) ends the other ranks as soon as one exits non-zero
-        dist.barrier(env)
+        process_group.barrier(env)
         raise
     except BaseException as exc:
         run.observer.failed(exc)

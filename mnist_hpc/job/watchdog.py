@@ -25,8 +25,8 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator, Mapping
 
-from .errors import EXIT_FAILURE
-from .launcher import MPI_LAUNCHERS, DistEnv, detect, rendezvous
+from ..errors import EXIT_FAILURE
+from .layout import MPI_LAUNCHERS, DistEnv, detect, rendezvous
 
 
 def end_job_on_failure(launcher_name: str) -> None:

@@ -17,12 +17,13 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from . import dist, flops, hangs, ranklog, steplog, timing
-from .config import RunConfig
-from .engine import CommTimer
-from .launcher import DistEnv
+from ..config.options import RunConfig
+from ..job import process_group
+from ..job.layout import DistEnv
+from ..step.recipe import Recipe
+from . import failures, flops, ranklog, steplog, timing
+from .comm_timer import CommTimer
 from .profiling import StepProfiler
-from .recipe import Recipe
 
 GRADIENTS = "all-reduce of gradients"
 
@@ -47,8 +48,8 @@ class Observer:
         if config.rank_logs:
             ranklog.copy_output(run_dir, env.rank)
         ranklog.tag_warnings(env.rank)
-        self.activity = hangs.Activity()
-        self.stacks = hangs.StackDumps(run_dir, env.rank)
+        self.activity = failures.Activity()
+        self.stacks = failures.StackDumps(run_dir, env.rank)
         self.clock = timing.StepClock(device, comm_timer, recipe.optimizer)
         self.tap = self.steplog = None
         if config.log_every:
@@ -75,7 +76,7 @@ class Observer:
             self.profiler.epoch_started(epoch)
         self.activity.set(GRADIENTS, epoch, first + 1)
         timed_stop = self.clock.comm(hooks.should_stop)
-        timed_all_reduce = self.clock.comm(dist.all_reduce_sum)
+        timed_all_reduce = self.clock.comm(process_group.all_reduce_sum)
 
         def on_step(step: int) -> None:
             hooks.on_step(step)
@@ -106,7 +107,7 @@ class Observer:
         the ranks' summary, TFLOP/s and MFU to the epoch ``record`` and return the text for
         the epoch line (empty elsewhere). A collective."""
         self.activity.set("gather of per-rank timing", record["epoch"])
-        per_rank = dist.all_gather_objects({**figures, "eval_s": eval_s, "host": self.host},
+        per_rank = process_group.all_gather_objects({**figures, "eval_s": eval_s, "host": self.host},
                                            self.env)
         if not self.env.is_main:
             return ""
@@ -123,7 +124,7 @@ class Observer:
     def failed(self, exc: BaseException) -> None:
         """Stack to ``<run>/ranks/rank-N.txt``; where it happened (and for a failed
         collective, which one and who is missing) added to the error line."""
-        hangs.explain(exc, self.env, self.activity, self.stacks, self.run_dir)
+        failures.explain(exc, self.env, self.activity, self.stacks, self.run_dir)
 
     def close(self) -> None:
         if self.steplog is not None:

@@ -12,9 +12,16 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .config import CHOICES, FIELD_NAMES, RunConfig, make_config, unknown_key
-from .errors import UsageError
-from .files import PACKAGE_DIR, UsageParser, check_path, parse_duration, read_yaml, short
+from ..errors import UsageError
+from ..files import (
+    PACKAGE_DIR,
+    UsageParser,
+    check_path,
+    parse_duration,
+    read_yaml,
+    short,
+)
+from .options import CHOICES, FIELD_NAMES, RunConfig, make_config, unknown_key
 
 PRESETS_DIR = PACKAGE_DIR / "presets"
 

@@ -24,9 +24,9 @@ from typing import IO, Optional
 
 import numpy as np
 
-from . import metrics
-from .files import REPO_DIR, atomic_write
-from .errors import UsageError
+from ..errors import UsageError
+from ..files import REPO_DIR, atomic_write
+from . import metrics_json
 
 HISTORY_COLUMNS = ("train_acc", "train_loss", "val_acc", "val_loss")
 CHECKPOINT = "checkpoint.pt"
@@ -111,7 +111,7 @@ def lock_run_dir(run_dir: Path) -> IO[str]:
 
 def check_not_completed(run_dir: Path) -> None:
     """A completed run is never changed: resuming or reusing it is refused."""
-    if metrics.status(run_dir) == metrics.COMPLETED:
+    if metrics_json.status(run_dir) == metrics_json.COMPLETED:
         raise UsageError(f"run {run_dir} completed; nothing to resume; start a new run with "
                          f"another --run-id")
 
@@ -123,7 +123,7 @@ def completed_message(resume: Optional[str], results_dir: str | Path,
     if resume != "auto" or run_id is None:
         return None
     run_dir = Path(results_dir) / run_id
-    if metrics.status(run_dir) != metrics.COMPLETED:
+    if metrics_json.status(run_dir) != metrics_json.COMPLETED:
         return None
     return f"Run {run_dir} is complete; nothing to do (start a new run with another --run-id)"
 
@@ -134,7 +134,7 @@ def find_resumable(results_dir: str | Path) -> Optional[Path]:
     preemption interrupted, not one that finished after it."""
     root = Path(results_dir)
     candidates = [p.parent for p in root.glob(f"*/{CHECKPOINT}")] if root.is_dir() else []
-    candidates = [p for p in candidates if metrics.status(p) != "completed"]
+    candidates = [p for p in candidates if metrics_json.status(p) != "completed"]
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p / CHECKPOINT).stat().st_mtime)
@@ -192,7 +192,7 @@ def versions() -> dict:
         vision = importlib.metadata.version("torchvision")
     except importlib.metadata.PackageNotFoundError:
         vision = None
-    from . import __version__
+    from .. import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": vision, "mnist_hpc": __version__, "git_commit": git_commit(),

@@ -23,7 +23,7 @@ from typing import Callable, Optional, TextIO
 
 import torch.distributed as dist
 
-from .launcher import DistEnv
+from ..job.layout import DistEnv
 from .ranklog import RANKS_DIR
 
 STACK_SIGNAL = signal.SIGUSR2

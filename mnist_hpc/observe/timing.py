@@ -10,7 +10,7 @@ never synchronised inside the epoch.
 Communication wait is what the step waits after its last gradient bucket was launched (the
 backward pass has produced every gradient by then) until the optimizer may step, plus the
 collectives the loop calls (the stop check, the step log). It is measured only where DDP's
-all-reduce is timed (gloo, ``engine.CommTimer``); on NCCL it is ``None`` and the wait is part
+all-reduce is timed (gloo, ``comm_timer.CommTimer``); on NCCL it is ``None`` and the wait is part
 of compute (use ``--profile`` to see it).
 """
 
@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 import torch
 
-from .engine import CommTimer
+from .comm_timer import CommTimer
 
 QUANTITIES = ("data_s", "compute_s", "comm_s", "eval_s")
 T = TypeVar("T")

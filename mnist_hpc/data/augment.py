@@ -16,18 +16,12 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
-from .data import derived_seed
+from .. import seeds
 
 SIZE = 28  # MNIST images are SIZE x SIZE
 MAX_SHIFT = 2  # pixels: most digits fit a centred 20x20 box, so +-2 px keeps them whole
 MAX_DEGREES = 10.0  # affine: small rotations keep a 6 a 6 and a 9 a 9
 MAX_SCALE = 0.1  # affine: +-10 % size, the spread of MNIST writers' digit sizes
-
-
-def seed_stream(epoch: int) -> int:
-    """Augmentation's streams of ``data.derived_seed``: negative, apart from the shuffle's
-    (the epoch) and dropout's (rank + 1)."""
-    return -(epoch + 1)
 
 
 @dataclass(frozen=True)
@@ -48,13 +42,13 @@ class EpochTransforms:
         return out.squeeze(1).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def for_epoch(mode: str, seed: int, epoch: int, n: int,
+def for_epoch(mode: str, seed: int, split_seed: int, epoch: int, n: int,
               device: torch.device) -> Optional[EpochTransforms]:
     """The transforms of every sample of an ``n``-image split in one epoch (None: mode
     ``none``). Drawn on the CPU, whatever the device, so every device draws the same."""
     if mode == "none":
         return None
-    generator = torch.Generator().manual_seed(derived_seed(seed, seed_stream(epoch)))
+    generator = seeds.generator("augment", seed, split_seed, epoch)
     pixel = 2.0 / SIZE  # one pixel in grid_sample's [-1, 1] coordinates
     if mode == "shift":
         shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2), generator=generator).float()

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
-from .errors import UsageError
+from ..errors import UsageError
 from .hostlist import expand as expand_hostlist
 
 # Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
@@ -263,7 +263,9 @@ def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:
 
 def _mpi_broadcast(addr: Optional[str], port: Optional[int]) -> tuple[str, int]:
     try:
-        from mpi4py import MPI  # must precede CUDA initialisation under Cray MPICH (GTL)
+        from mpi4py import (
+            MPI,  # must precede CUDA initialisation under Cray MPICH (GTL)
+        )
     except ImportError as exc:
         raise UsageError(f"MPI launch without MASTER_ADDR needs mpi4py ({exc}); "
                          f"pip install mpi4py, or export MASTER_ADDR and MASTER_PORT")

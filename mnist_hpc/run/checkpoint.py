@@ -13,25 +13,12 @@ from typing import Any, Optional
 
 import torch
 
-from .errors import UsageError
-from .files import atomic_write
-from .results import CHECKPOINT, check_not_completed, find_resumable
+from .. import seeds
+from ..errors import UsageError
+from ..files import atomic_write
+from .rundir import CHECKPOINT, check_not_completed, find_resumable
 
 FORMAT = 1
-
-
-def rng_state(device: torch.device) -> dict:
-    """The generators that dropout and init draw from on this rank."""
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save(run_dir: Path, payload: dict) -> Path:
@@ -119,7 +106,7 @@ def restore(payload: dict, model: torch.nn.Module, optimizer: torch.optim.Optimi
         if scheduler is not None and payload.get("scheduler") is not None:
             scheduler.load_state_dict(payload["scheduler"])
         if payload["world_size"] == world_size:
-            set_rng_state(payload["rng"][rank], device)
+            seeds.set_rng_state(payload["rng"][rank], device)
     except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise UsageError(f"the checkpoint does not fit this run ({type(exc).__name__}: "

@@ -6,20 +6,16 @@ no files. Losses are *sums* over samples, so shards of any size add up exactly.
 
 from __future__ import annotations
 
-import threading
-import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from .augment import EpochTransforms
-from .data import MEAN, STD, Split, eval_batches, to_input
-from .dist import all_reduce_sum
-from .launcher import DistEnv
+from ..data.dataset import Split, eval_batches, to_input
+from ..job.layout import DistEnv
+from ..job.process_group import all_reduce_sum
 
 
 @dataclass(frozen=True)
@@ -133,82 +129,3 @@ def evaluate(model: nn.Module, split: Split, shard: range, env: DistEnv, precisi
     all_reduce_sum(sums, env)
     loss_sum, correct, count = sums.tolist()
     return EvalResult(loss_sum, correct, int(count))
-
-
-def device_batches(split: Split, positions: Iterable[tuple[torch.Tensor, int]],
-                   precision: Precision, transforms: Optional[EpochTransforms] = None
-                   ) -> Iterable[tuple[torch.Tensor, torch.Tensor, int]]:
-    """Batches from a split resident on the device: an index slice, cast on the device.
-    ``transforms`` (augment.for_epoch) augments each image by its position in the split.
-
-    The epoch's indices go to the device in one copy: a copy from pageable host memory per
-    step would wait for the GPU to drain before each step, and the host could never run ahead.
-    """
-    positions = list(positions)
-    if not positions:
-        return
-    device = split.images.device
-    lengths = [len(local) for local, _ in positions]
-    indices = torch.cat([local for local, _ in positions]).to(device)
-    for index, (_, global_size) in zip(torch.split(indices, lengths), positions):
-        images = split.images[index]
-        if transforms is not None:
-            images = transforms.apply(images, index)
-        inputs = to_input(images, precision.normalize, precision.channels_last)
-        yield inputs, split.labels[index], global_size
-
-
-def loader_batches(loader: Iterable, sizes: Iterable[int], device: torch.device,
-                   precision: Precision) -> Iterable[tuple[torch.Tensor, torch.Tensor, int]]:
-    """Batches from the torchvision DataLoader (already ToTensor'd), moved to the device."""
-    for (inputs, labels), global_size in zip(loader, sizes):
-        inputs = inputs.to(device)
-        if precision.normalize:
-            inputs = (inputs - MEAN) / STD
-        if precision.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        yield inputs, labels.to(device), global_size
-
-
-@dataclass
-class CommTimer:
-    """Wall time during which at least one gradient all-reduce was in flight.
-
-    Measured by a DDP communication hook from launch to completion of each bucket's
-    all-reduce; overlapping buckets are counted once. It overlaps backward compute, so it is
-    an upper bound on what communication costs the step, not a share of it. Exact on gloo,
-    whose futures complete when the data has arrived; not used on NCCL, whose futures
-    complete when the kernel is queued.
-    """
-
-    intervals: list = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # when the latest all-reduce was launched: the backward pass has produced every gradient
-    # once the step's last bucket launches, so what the step waits after it is communication
-    last_start: float = float("-inf")
-
-    def take_seconds(self) -> float:
-        """Union length of the intervals recorded since the last call, then forget them."""
-        with self.lock:
-            spans, self.intervals = sorted(self.intervals), []
-        total, end = 0.0, float("-inf")
-        for start, stop in spans:
-            if stop > end:
-                total += stop - max(start, end)
-                end = stop
-        return total
-
-
-def timed_allreduce_hook(timer, bucket):
-    """DDP's default all-reduce (average over ranks), timed. (Unannotated: DDP checks the
-    annotations at run time and rejects the strings that postponed evaluation makes.)"""
-    start = timer.last_start = time.perf_counter()
-    tensor = bucket.buffer().div_(dist.get_world_size())
-    future = dist.all_reduce(tensor, async_op=True).get_future()
-
-    def done(fut: torch.futures.Future) -> torch.Tensor:
-        with timer.lock:
-            timer.intervals.append((start, time.perf_counter()))
-        return fut.value()[0]
-
-    return future.then(done)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
 
-from . import checkpoint, data, engine
+from .. import seeds
+from . import engine
+from .recipe import Recipe
 
 
 @contextmanager
@@ -32,7 +34,7 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer,
     states = {param: {key: value.detach().clone() for key, value in state.items()
                       if isinstance(value, torch.Tensor)}
               for param, state in optimizer.state.items()}
-    rng = checkpoint.rng_state(device)
+    rng = seeds.rng_state(device)
     try:
         yield
     finally:
@@ -45,36 +47,22 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer,
                     if isinstance(value, torch.Tensor):
                         value.copy_(saved[key]) if key in saved else value.zero_()
         optimizer.zero_grad(set_to_none=True)
-        checkpoint.set_rng_state(rng, device)
+        seeds.set_rng_state(rng, device)
 
 
-def shapes_of_epoch(n: int, global_batch: int, rank: int, world_size: int, seed: int,
-                    epoch: int, shuffle: bool) -> list[data.Step]:
-    """One step for each distinct global batch size of an epoch (the full batch and a ragged
-    last one): the same number on every rank, so DDP's collectives pair up."""
-    first: dict[int, data.Step] = {}
-    for step in data.train_steps(n, global_batch, rank, world_size, seed, epoch, shuffle):
-        first.setdefault(step.global_size, step)
-    return list(first.values())
-
-
-def warm_up(run) -> float:
-    """On CUDA: the run's training step (``run.step``: graphed, or None for the eager one)
-    taken once per batch shape and every split evaluated once, all undone; the seconds it
-    took. Elsewhere: 0.0, nothing done."""
-    if run.device.type != "cuda":
+def warm_up(model: nn.Module, recipe: Recipe, graphed: Optional[Callable],
+            batches: Callable[[], Iterable], evaluate_splits: Callable[[], None],
+            world_size: int, device: torch.device) -> float:
+    """On CUDA: the training step (``graphed``, or None for the eager one) taken on each of
+    ``batches()`` (one per batch shape) and ``evaluate_splits()`` run, all undone; the seconds
+    it took. Elsewhere: 0.0, nothing done."""
+    if device.type != "cuda":
         return 0.0
-    engine.synchronize(run.device)
+    engine.synchronize(device)
     started = time.perf_counter()
-    config, env, recipe = run.config, run.env, run.recipe
-    steps = shapes_of_epoch(len(run.splits.train), run.global_batch, env.rank, env.world_size,
-                            config.seed, run.start_epoch, config.shuffle)
-    batches = engine.device_batches(run.splits.train, [(s.local, s.global_size) for s in steps],
-                                    recipe.precision)
-    with preserved(run.model, recipe.optimizer, run.device):
-        engine.train_one_epoch(run.model, batches, recipe.optimizer, recipe.loss_fn,
-                               env.world_size, recipe.precision, graphed=run.step)
-    for split in (run.splits.train, run.splits.val, run.splits.test):
-        run.evaluate(split)
-    engine.synchronize(run.device)
+    with preserved(model, recipe.optimizer, device):
+        engine.train_one_epoch(model, batches(), recipe.optimizer, recipe.loss_fn, world_size,
+                               recipe.precision, graphed=graphed)
+    evaluate_splits()
+    engine.synchronize(device)
     return time.perf_counter() - started
