@@ -1,4 +1,14 @@
-"""Shared test set-up: no launcher variable leaks into a test, and helpers to run the trainer.
+"""Shared test set-up: the tiers, the Hypothesis profiles, MNIST read once, no launcher
+variable leaking into a test, and helpers to run the trainer.
+
+Tiers, decided by the directory a test lives in (README "Tests"):
+  unit/     in this process, no trainer or launcher process: ``pytest tests/unit`` before
+            every commit
+  run/      one trainer (``python -m mnist_hpc.train`` or ``train.main`` in this process),
+            the shell helpers of the job scripts, the command lines' own processes
+  cluster/  real launchers: torchrun, mpiexec, a Slurm cluster, network namespaces, the PBS
+            template run as PBS runs it
+Each test gets its tier as a marker too (``-m "not cluster"``).
 
 A stale RANK or MASTER_ADDR from the shell that runs pytest would turn a single-process test
 into a rendezvous that waits forever, so every test starts without them.
@@ -15,8 +25,31 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "run", "cluster")
+
+# a few examples each for a quick run; CI (CI set) tries many more
+settings.register_profile("dev", max_examples=6)
+settings.register_profile("ci", max_examples=30)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = Path(str(item.path)).parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mnist_read_once():
+    """The decompressed MNIST cache exists before any test: every trainer process the tests
+    start reads it as it is, and this process parses it once (mnist_files keeps it)."""
+    from mnist_hpc.data import mnist_files
+
+    mnist_files.load_raw(REPO / "data")
 LAUNCHER_PREFIXES = ("SLURM_", "PMI_", "PALS_", "OMPI_", "PBS_", "TORCHELASTIC_", "MPI_LOCAL")
 LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
                   "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_CONTROL_FD")

@@ -102,3 +102,7 @@ def trained(kind: str, shuffle: bool, tmp_path_factory: pytest.TempPathFactory) 
         assert result.returncode == 0, str(result)
         _runs[key] = only_run_dir(results)
     return _runs[key]
+
+
+# a short CPU run: 10 steps of 100 images an epoch
+SMALL = ["--limit", "1000", "--batch-size", "100", "--device", "cpu", "--backend", "gloo"]

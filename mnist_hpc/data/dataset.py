@@ -62,7 +62,8 @@ def load_splits(data_dir: str | Path, split_seed: int = 55, limit: Optional[int]
     return MNISTSplits(
         train=Split(images[train_idx], labels[train_idx]),
         val=Split(images[val_idx], labels[val_idx]),
-        test=Split(raw["t10k-images-idx3-ubyte"][:test_n], raw["t10k-labels-idx1-ubyte"][:test_n]),
+        test=Split(raw["t10k-images-idx3-ubyte"][:test_n].clone(),  # the parsed files are shared
+                   raw["t10k-labels-idx1-ubyte"][:test_n].clone()),
         train_indices=train_idx,
         val_indices=val_idx,
     )

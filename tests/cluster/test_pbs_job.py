@@ -144,7 +144,16 @@ def test_missing_account_fails_before_launch(tmp_path, account):
     assert not log.exists(), "mpiexec ran although the account check failed"
 
 
-@pytest.mark.e2e
+def test_a_bad_preflight_value_fails_before_launch(tmp_path):
+    wrapper, log = make_wrapper(tmp_path, dry=True)
+    result = run_pbs(pbs_env(tmp_path, wrapper, ["node0"], PREFLIGHT="yes"), tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "PREFLIGHT=yes: use 1" in result.stderr, result.stderr
+    assert not log.exists(), "mpiexec ran although PREFLIGHT was bad"
+
+
+
+
 def test_pbs_job_trains_with_two_ranks(tmp_path):
     wrapper, log = make_wrapper(tmp_path, dry=False)
     results = tmp_path / "results"
@@ -167,15 +176,6 @@ def test_pbs_job_trains_with_two_ranks(tmp_path):
     assert np.load(run_dir / "history.npy").shape == (1, 4)
 
 
-def test_a_bad_preflight_value_fails_before_launch(tmp_path):
-    wrapper, log = make_wrapper(tmp_path, dry=True)
-    result = run_pbs(pbs_env(tmp_path, wrapper, ["node0"], PREFLIGHT="yes"), tmp_path)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "PREFLIGHT=yes: use 1" in result.stderr, result.stderr
-    assert not log.exists(), "mpiexec ran although PREFLIGHT was bad"
-
-
-@pytest.mark.e2e
 def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
     """PREFLIGHT=1: the doctor runs under the job's own mpiexec line (through the affinity
     script) and, finding no data, ends the job; the trainer never starts."""
@@ -195,3 +195,4 @@ def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
     assert "preflight failed with exit code 1: not training" in output, output
     assert (results / "doctor-pbs-12345.json").exists()
     assert not (results / "pbs-12345").exists()
+

@@ -25,7 +25,6 @@ from conftest import REPO, clean_env
 
 from mnist_hpc.data import mnist_files
 
-pytestmark = pytest.mark.e2e
 
 RAW = REPO / "data" / "MNIST" / "raw"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent))

@@ -17,7 +17,6 @@ import pytest
 from conftest import REPO, clean_env, only_run_dir, read_metrics
 from launchers import COMMON, LIMIT, PYTHON, kill_group, trained
 
-pytestmark = pytest.mark.e2e
 
 RDZV_PORT = 29400  # free by construction: the namespaces are new
 

@@ -43,7 +43,6 @@ def test_local_dry_run_commands_and_core_binding(tmp_path, capsys):
 
 # --- e2e: a local study with torchrun, then the report ------------------------------------
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("config, model, augment", [("default", "cnn", "none"),
                                                     ("resnet", "resnet", "shift"),
                                                     ("vit", "vit", "shift")])

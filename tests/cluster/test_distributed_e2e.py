@@ -20,7 +20,6 @@ from conftest import REPO, clean_env, only_run_dir, read_metrics
 from fault_injection import MESSAGES
 from launchers import LIMIT, PYTHON, launch, launcher, trained
 
-pytestmark = pytest.mark.e2e
 
 LAUNCHER_NAMES = {"torchrun": "torchrun", "mpiexec": "mpich"}
 

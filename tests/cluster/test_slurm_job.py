@@ -20,7 +20,6 @@ import pytest
 from conftest import REPO, read_metrics
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.e2e
 
 # how each template gets two workers on this 2-CPU node
 SIZING = {

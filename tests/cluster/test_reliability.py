@@ -25,7 +25,6 @@ import pytest
 from conftest import REPO, clean_env, error_lines, rank_tag, read_metrics, run_trainer
 from fault_injection import MESSAGES, descendants, kill_all_at_once, wait_until_gone
 
-pytestmark = pytest.mark.e2e
 
 # 8 steps of 64 per epoch, 3 epochs: long enough to interrupt, short enough for 2 cores
 ARGS = ["--limit", "512", "--batch-size", "64", "--epochs", "3", "--device", "cpu"]

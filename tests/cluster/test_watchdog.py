@@ -20,7 +20,6 @@ import pytest
 from conftest import REPO, clean_env
 from fault_injection import descendants, kill_all_at_once
 
-pytestmark = pytest.mark.e2e
 
 PYTHON = sys.executable
 MPIEXEC = shutil.which("mpiexec", path=str(Path(PYTHON).parent))

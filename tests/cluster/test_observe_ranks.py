@@ -1,0 +1,71 @@
+"""Seeing inside a run: per-rank timing and stragglers, FLOPs, the step log, TensorBoard, the
+profile, stack dumps on demand and on a hung collective, per-rank logs, the report's columns.
+
+The distributed tests are real 2-rank jobs (torchrun and mpiexec, gloo on CPU) with a fault
+from tests/fault_injection.py: a rank that sleeps in each step, or one that stops (SIGSTOP).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import REPO, clean_env, only_run_dir, read_metrics
+from launchers import SMALL, launch, launcher
+from scaling_helpers import cli, read_csv
+
+
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_a_slow_rank_is_named_the_straggler(kind, tmp_path, capsys):
+    result = fault_job(kind, {"FAULT": "slow", "FAULT_STEP": "0", "FAULT_SLEEP": "0.3"},
+                       ["--epochs", "1", "--log-every", "5"], tmp_path / "study", timeout=240)
+    assert result.returncode == 0, str(result)
+    assert re.search(r"Epoch 0: .*straggler: rank 1 \(\S+\) compute [\d.]+x median", result.output
+                     ), str(result)
+    run_dir = only_run_dir(tmp_path / "study")
+    ranks = read_metrics(run_dir)["epochs"][0]["ranks"]
+    assert [s["rank"] for s in ranks["stragglers"]] == [1], ranks
+    assert ranks["slowest"]["rank"] == 1 and ranks["slowest"]["compute_s"] >= 10 * 0.3
+    # rank 0 waited for rank 1 in the gradient all-reduce: its wait is the longer one
+    assert ranks["comm_s"]["max"] > ranks["comm_s"]["min"] > 0
+    steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == [5, 10]
+    # the scaling report reads the same figures
+    code, out, err = cli(capsys, "report", tmp_path / "study")
+    assert code == 0, err
+    row = read_csv(tmp_path / "study" / "scaling.csv")[0]
+    assert float(row["compute_ratio"]) == pytest.approx(ranks["slowest"]["compute_over_median"])
+    assert 0 < float(row["comm_share"]) < 1
+    assert "slowest/median" in out and "comm share %" in out
+
+
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_a_stopped_rank_ends_the_job_with_stacks_and_the_collective_named(kind, tmp_path):
+    result = fault_job(kind, {"FAULT": "stop", "FAULT_STEP": "2"},
+                       ["--epochs", "1", "--timeout", str(STOP_TIMEOUT)], tmp_path,
+                       timeout=STOP_TIMEOUT + 150)
+    assert result.returncode != 0, str(result)
+    # the collective's timeout, the ranks' check-in (5 s), then the launcher ends the stopped
+    # rank: torchrun after its 30 s grace for SIGTERM, hydra at once (the failing rank's
+    # SIGKILL); start-up on a busy machine takes up to half a minute
+    assert result.seconds < STOP_TIMEOUT + 5 + 30 + 45, str(result)
+    assert re.search(r"error: rank 0 failed: .*Timed out.*; during the all-reduce of gradients, "
+                     r"epoch 0, step 3; no word from rank 1 \(stopped, hung or dead\)",
+                     result.output), str(result)
+    run_dir = only_run_dir(tmp_path)
+    stacks = (run_dir / "ranks" / "rank-0.txt").read_text()
+    assert "rank 0 failed during all-reduce of gradients, epoch 0, step 3" in stacks
+    assert "in train_one_epoch" in stacks, stacks
+    assert re.search(r"(Current thread|Thread) 0x", stacks), stacks
+    assert (run_dir / "ranks" / "rank-1.txt").read_text() == ""  # stopped: it cannot write
+    assert "no word from rank 1" in read_metrics(run_dir)["error"]
+
+
+def fault_job(kind: str, fault: dict, args: list[str], tmp_path, timeout: float):
+    command = launcher(kind) + [str(REPO / "tests" / "fault_injection.py"), *SMALL, *args,
+                                "--results-dir", str(tmp_path)]
+    return launch(command, env=clean_env(FAULT_RANK="1", **fault), timeout=timeout)
+
+
+STOP_TIMEOUT = 20
