@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,6 +51,18 @@ def _mnist_read_once():
     from mnist_hpc.data import mnist_files
 
     mnist_files.load_raw(REPO / "data")
+@pytest.fixture
+def data_copy(tmp_path) -> Path:
+    """A private data dir holding the four .gz files, to corrupt at will."""
+    from mnist_hpc.data import mnist_files
+
+    raw = mnist_files.raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    for name in mnist_files.FILES:
+        shutil.copy(REPO / "data" / "MNIST" / "raw" / f"{name}.gz", raw)
+    return tmp_path
+
+
 LAUNCHER_PREFIXES = ("SLURM_", "PMI_", "PALS_", "OMPI_", "PBS_", "TORCHELASTIC_", "MPI_LOCAL")
 LAUNCHER_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
                   "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_CONTROL_FD")

@@ -5,10 +5,77 @@ are checked. The notebook's loop and the package's run: test_bench_notebook.py."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import pytest
+import torch
 from conftest import REPO, clean_env
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "nested" / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "mnist_hpc.bench", "--quick", "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=REPO, env=clean_env())
+    return proc, out
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_quick_json_records_the_machine(quick_run):
+    report = json.loads(quick_run[1].read_text())
+    assert report["schema"] == 1 and report["quick"] is True
+    machine = report["machine"]
+    for key in ("cpu_model", "cpu_count", "torch_threads", "device", "gpu_name", "torch",
+                "torchvision", "python", "loadavg_start", "loadavg_end"):
+        assert key in machine
+    assert machine["device"] == "cpu" and machine["gpu_name"] is None
+    assert machine["torch"] == torch.__version__
+    assert _positive(machine["cpu_count"])
+
+
+def test_quick_json_has_positive_throughputs_and_ratios(quick_run):
+    report = json.loads(quick_run[1].read_text())
+    throughput = report["throughput"]
+    assert list(throughput) == ["notebook", "loader", "device", "device_cl", "bf16_cl"]
+    for name, row in throughput.items():
+        assert "error" not in row, (name, row)
+        rate = row["samples_per_s"]
+        assert all(_positive(rate[k]) for k in ("median", "min", "max"))
+        assert rate["min"] <= rate["median"] <= rate["max"]
+        assert len(rate["all"]) == report["settings"]["repeats"]
+        assert _positive(row["ratio_to_notebook"]) and _positive(row["warmup_s"])
+    assert throughput["notebook"]["ratio_to_notebook"] == pytest.approx(1.0)
+
+
+def test_quick_json_compares_the_whole_seed_run(quick_run):
+    epochs = json.loads(quick_run[1].read_text())["epochs"]
+    for side in ("notebook", "package"):
+        row = epochs[side]
+        assert all(_positive(row[k]) for k in ("wall_s", "train_s", "eval_s",
+                                                "train_samples_per_s"))
+        assert len(row["history"]) == epochs["epochs"]
+        assert all(len(r) == 4 for r in row["history"])
+    assert _positive(epochs["wall_ratio"]) and _positive(epochs["train_speedup"])
+    assert epochs["accuracy_max_abs_diff"] >= 0
+
+
+def test_quick_json_times_accuracy_for_both_presets(quick_run):
+    tta = json.loads(quick_run[1].read_text())["time_to_accuracy"]
+    assert set(tta) == {"default", "fast"}
+    assert tta["fast"]["precision"] == "bf16"
+    for row in tta.values():
+        assert _positive(row["train_s"]) and _positive(row["eval_s"])
+        assert 0 <= row["final_test_acc"] <= 100
+        assert set(row["reached"]) == {"98", "99"}
+        for hit in row["reached"].values():  # tiny subsets: may or may not get there
+            assert hit is None or (_positive(hit["train_s"]) and hit["test_acc"] >= 98)
+        assert row["curve"] and all(_positive(p["train_s"]) for p in row["curve"])
 
 
 def test_quick_run_succeeds_and_prints_the_table(quick_run):

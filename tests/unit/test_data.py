@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,6 @@ RAW = REPO / "data" / "MNIST" / "raw"
 @pytest.fixture(scope="module")
 def splits():
     return dataset.load_splits(REPO / "data")
-
-
-@pytest.fixture
-def data_copy(tmp_path) -> Path:
-    """A private data dir holding the four .gz files, to corrupt at will."""
-    raw = mnist_files.raw_dir(tmp_path)
-    raw.mkdir(parents=True)
-    for name in mnist_files.FILES:
-        shutil.copy(RAW / f"{name}.gz", raw)
-    return tmp_path
 
 
 def test_carried_files_verify_and_load(splits):
