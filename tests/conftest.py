@@ -42,6 +42,29 @@ def pytest_collection_modifyitems(items):
         tier = Path(str(item.path)).parent.name
         if tier in TIERS:
             item.add_marker(tier)
+        shared = _shared_fixture(item)
+        if shared and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(shared))
+
+
+def _shared_fixture(item) -> str | None:
+    """The module- or session-scoped fixture a test uses (a trainer run, the Slurm cluster),
+    if any. Under ``-n`` (pytest-xdist, ``--dist loadgroup``) the tests sharing one run in one
+    worker, so the fixture is built once and two Slurm clusters never compete."""
+    for name in item.fixturenames:
+        for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            if definition.scope in ("module", "session") and not name.startswith("_"):
+                return f"{definition.baseid}::{name}"
+    return None
+
+
+def pytest_configure(config):
+    # each xdist worker is one of several processes on the machine's cores: one torch
+    # thread each instead of every worker starting one per core
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

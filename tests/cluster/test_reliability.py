@@ -389,7 +389,7 @@ def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_pa
         if rank == 1 and " did not complete within --timeout" in lines[0]:
             # rank 1's store client retries its connection past its own timeout: the
             # deadline (dist.DEADLINE_GRACE_S later) ends the wait with its own line
-            assert lines[0].startswith(f"error: rank 1: rendezvous with 127.0.0.1:"), lines[0]
+            assert lines[0].startswith("error: rank 1: rendezvous with 127.0.0.1:"), lines[0]
             continue
         assert lines[0].startswith(f"{rank_tag(rank)}error: rank {rank} failed to start the "
                                    f"process group: ")

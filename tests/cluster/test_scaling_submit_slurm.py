@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import REPO
 from scaling_helpers import (  # noqa: F401  (fixtures)
     POLARIS,
