@@ -2,7 +2,8 @@
 
 Precedence: RunConfig's defaults < YAML file (``--config``, a preset name or a path) < CLI
 flags. Every error is a ``UsageError`` naming the problem and the fix. Torch-free, so that
-``--help`` and bad input are answered before torch loads.
+``--help`` and bad input are answered before torch loads. Every RunConfig option has a flag,
+built from its declaration (``mnist_hpc.config.declare``); none is listed here by hand.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 from ..errors import UsageError
-from ..files import (
-    PACKAGE_DIR,
-    UsageParser,
-    check_path,
-    parse_duration,
-    read_yaml,
-    short,
+from ..files import PACKAGE_DIR, UsageParser, check_path, read_yaml, short
+from .declare import TEXT_PARSERS
+from .options import (
+    DECLARATIONS,
+    FIELD_NAMES,
+    FIELD_TYPES,
+    RunConfig,
+    make_config,
+    unknown_key,
 )
-from .options import CHOICES, FIELD_NAMES, RunConfig, make_config, unknown_key
 
 PRESETS_DIR = PACKAGE_DIR / "presets"
 
@@ -60,87 +62,43 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
-def _time_limit(text: str) -> float:
-    """Seconds, or [[H:]M:]S as schedulers write walltimes."""
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"time limit {short(text)} is not seconds or H:MM:SS")
+def flag_name(field: str) -> str:
+    """Every option's flag is its name with dashes: batch_size -> --batch-size."""
+    return "--" + field.replace("_", "-")
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{short(text)} is not a boolean (true/false)")
-
-
-# CLI flag -> (field, type, help). Defaults are not repeated here: --help prints them from
-# RunConfig, so help text cannot drift from the code.
-_FLAGS = {
-    "--epochs": ("epochs", int, "number of epochs"),
-    "--batch-size": ("batch_size", int, "training batch size (global unless --batch-mode per-rank)"),
-    "--batch-mode": ("batch_mode", str, "global (strong scaling) or per-rank (weak scaling)"),
-    "--scale-lr": ("scale_lr", _bool, "multiply lr by the world size (true/false)"),
-    "--lr": ("lr", float, "learning rate"),
-    "--model": ("model", str, f"network: {', '.join(CHOICES['model'])}"),
-    "--optimizer": ("optimizer", str, f"optimizer: {', '.join(CHOICES['optimizer'])}"),
-    "--schedule": ("schedule", str, "learning-rate schedule: constant or onecycle"),
-    "--label-smoothing": ("label_smoothing", float, "label smoothing of the loss"),
-    "--shuffle": ("shuffle", _bool, "reshuffle the training split every epoch (true/false)"),
-    "--dropout": ("dropout", _bool, "keep the network's dropout layers (true/false)"),
-    "--normalize": ("normalize", _bool, "standardise inputs with MNIST mean/std (true/false)"),
-    "--augment": ("augment", str, f"training-image augmentation: {', '.join(CHOICES['augment'])}"),
-    "--sync-bn": ("sync_bn", _bool, "BatchNorm over the global batch under DDP (true/false)"),
-    "--seed": ("seed", int, "seed for model init, dropout and shuffling"),
-    "--limit": ("limit", int, "keep only the first N images of each split (smoke tests)"),
-    "--device": ("device", str, "auto, cpu, cuda or mps"),
-    "--backend": ("backend", str, "process-group backend: auto, gloo or nccl"),
-    "--loader": ("loader", str, "device (data resident on the device) or torchvision"),
-    "--precision": ("precision", str, "auto (bf16 with CUDA graphs, else fp32), fp32 or bf16"),
-    "--channels-last": ("channels_last", _bool, "channels_last memory format (true/false)"),
-    "--compile": ("compile", _bool, "torch.compile the model (true/false)"),
-    "--cuda-graphs": ("cuda_graphs", str, "capture the training step in CUDA graphs: auto (one "
-                      "process on one GPU), on or off"),
-    "--deterministic": ("deterministic", _bool, "deterministic algorithms, so a seed repeats "
-                        "its run on a GPU (true/false)"),
-    "--eval-batch-size": ("eval_batch_size", int, "batch size of evaluation passes"),
-    "--data-dir": ("data_dir", str, "directory holding MNIST/raw/"),
-    "--results-dir": ("results_dir", str, "where run directories are created"),
-    "--run-id": ("run_id", str, "name of the run directory (default: time + random suffix)"),
-    "--timeout": ("timeout", float, "seconds a collective may wait before the job fails"),
-    "--checkpoint-every": ("checkpoint_every", int, "write a checkpoint every N epochs"),
-    "--resume": ("resume", str, "RUN_DIR, latest, or auto (resume --run-id if it has a checkpoint)"),
-    "--time-limit": ("time_limit", _time_limit, "stop cleanly with a checkpoint before this "
-                     "wall time (seconds or H:MM:SS)"),
-    "--straggler-threshold": ("straggler_threshold", float, "name a rank a straggler when its "
-                              "compute time exceeds this multiple of the ranks' median"),
-    "--log-every": ("log_every", int, "write a steps.jsonl line (and TensorBoard scalars, if "
-                    "installed) every N steps"),
-    "--rank-logs": ("rank_logs", _bool, "also write every rank's output to "
-                    "<run>/ranks/rank-N.log (true/false)"),
-    "--profile": ("profile", int, "record N steps of the second epoch with torch.profiler"),
-    "--profile-ranks": ("profile_ranks", str, "which ranks record the profile: 0 or all"),
-}
+def _add_flag(parser: argparse.ArgumentParser, name: str, default: object) -> None:
+    """One option's flag, read from its declaration. Its argparse default stays None, so a
+    flag overrides the YAML file only when given; help prints RunConfig's real default."""
+    declared = DECLARATIONS[name]
+    text = declared.help.replace("%", "%%")  # argparse %-formats help text
+    if declared.choices:
+        text += f"; one of: {', '.join(declared.choices)}"
+    if FIELD_TYPES[name] is bool and not declared.switch:
+        text += " (true/false)"
+    if declared.switch:
+        parser.add_argument(flag_name(name), dest=name, action="store_true", default=None,
+                            help=text)
+        return
+    hint = FIELD_TYPES[name]
+    kind = next((a for a in get_args(hint) if a is not type(None)), hint)  # Optional[X] -> X
+    metavar = (",".join(f"{name[0].upper()}{i + 1}" for i in range(len(default)))
+               if kind is tuple else None)
+    shown = ",".join(map(str, default)) if kind is tuple else default
+    parser.add_argument(flag_name(name), dest=name, type=declared.parse or TEXT_PARSERS[kind],
+                        default=None, metavar=metavar,
+                        help=f"{text} (default: {str(shown).replace('%', '%%')})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = RunConfig()
     parser = UsageParser(prog="python -m mnist_hpc.train",
-                     description="Train a CNN on MNIST on one process or many (DDP).")
+                         description="Train a CNN on MNIST on one process or many (DDP).")
     parser.add_argument("--config", default="default",
                         help=f"preset ({', '.join(preset_names())}) or YAML file "
                              "(default: %(default)s)")
-    for flag, (name, kind, text) in _FLAGS.items():
-        default = getattr(defaults, name)
-        parser.add_argument(flag, dest=name, type=kind, default=None,
-                            help=f"{text} (default: {default})")
-    parser.add_argument("--download", dest="download", action="store_true", default=None,
-                        help="let torchvision download missing MNIST files")
-    parser.add_argument("--resume-force", dest="resume_force", action="store_true", default=None,
-                        help="resume even if the checkpoint's recipe differs")
+    for name in FIELD_NAMES:
+        _add_flag(parser, name, getattr(defaults, name))
     return parser
 
 

@@ -1,5 +1,7 @@
-"""RunConfig: everything a run depends on, typed, commented and validated, and the checks
-that build one from a mapping (a YAML file's, the command line's: ``mnist_hpc.config.flags``).
+"""RunConfig: everything a run depends on, each option declared once (``option``: type,
+default, help, choices, recipe or not), validated, and the checks that build one from a mapping
+(a YAML file's, the command line's: ``mnist_hpc.config.flags``). CHOICES, RECIPE_FIELDS and the
+flags are read back from the declarations, never listed a second time.
 
 Every error is a ``UsageError`` whose message names the problem and the fix; ``train``
 turns it into exit 2. Torch-free.
@@ -19,87 +21,120 @@ import yaml
 
 from ..errors import UsageError
 from ..files import REPO_DIR, check_name, short
+from .declare import declaration, option, parse_walltime
 
 MAX_TIMEOUT = 7 * 24 * 3600  # a collective waiting longer has hung; larger overflows timedelta
-CHOICES = {
-    "model": ("seed", "cnn", "resnet", "vit"),
-    "optimizer": ("adam", "adamw", "sgd"),
-    "schedule": ("constant", "onecycle"),
-    "device": ("auto", "cpu", "cuda", "mps"),
-    "backend": ("auto", "gloo", "nccl"),
-    "batch_mode": ("global", "per-rank"),
-    "loader": ("device", "torchvision"),
-    "precision": ("auto", "fp32", "bf16"),
-    "augment": ("none", "shift", "affine"),
-    "cuda_graphs": ("auto", "on", "off"),
-    "profile_ranks": ("0", "all"),
-}
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run depends on. Defaults are the `default` preset's."""
+    """Everything a run depends on, one ``option`` each (``mnist_hpc.config.declare``): the
+    flag, its help and the recipe hash come from it. Defaults are the `default` preset's."""
 
     # --- the recipe (the notebook's, unless a preset says otherwise) ---
-    model: str = "cnn"  # seed: the notebook's network (softmax output); cnn: same net, logits
-    optimizer: str = "adam"  # the notebook uses Adam
-    lr: float = 0.003  # the default preset's; measured best of 0.001, 0.003, 0.01 (README)
-    betas: tuple = (0.9, 0.999)  # Adam's defaults; the fast preset lowers them
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    schedule: str = "constant"  # onecycle: linear warm-up then cosine-free linear decay
-    warmup_fraction: float = 0.2  # onecycle only: share of steps spent warming up
-    label_smoothing: float = 0.0
-    batch_size: int = 512  # the notebook's; global by default (see batch_mode)
-    batch_mode: str = "global"  # global: split over ranks (strong scaling); per-rank: weak scaling
-    scale_lr: bool = False  # multiply lr by the world size (linear scaling rule); never silent
-    epochs: int = 3
-    shuffle: bool = True  # the notebook never shuffles; the seed preset turns this off
-    seed: int = 0  # model init, dropout and shuffling; the split always uses split_seed
-    split_seed: int = 55  # the notebook's torch.Generator().manual_seed(55)
-    dropout: bool = True  # false zeroes every dropout layer (to compare 1 rank with N exactly)
-    normalize: bool = False  # standardise inputs (MNIST mean/std); off = the notebook's [0, 1]
-    limit: Optional[int] = None  # keep the first N images of each split (smoke tests)
-    # training images only, on the device, per sample from (seed, epoch, index): augment.py
-    augment: str = "none"  # shift: up to 2 px each way; affine: shift + small rotation/scale
-    # BatchNorm statistics over the global batch instead of each rank's slice (ResNet only;
-    # off: per-rank statistics, no extra collective per layer; see README)
-    sync_bn: bool = False
+    model: str = option("cnn", "network: seed is the notebook's (softmax output), cnn the same "
+                        "net giving logits", recipe=True, choices=("seed", "cnn", "resnet", "vit"))
+    optimizer: str = option("adam", "optimizer (the notebook uses Adam)", recipe=True,
+                            choices=("adam", "adamw", "sgd"))
+    lr: float = option(0.003, "learning rate; the default preset's is the measured best of "
+                       "0.001, 0.003, 0.01 (README)", recipe=True)
+    betas: tuple = option((0.9, 0.999), "Adam's betas, as B1,B2; the fast preset lowers them",
+                          recipe=True)
+    weight_decay: float = option(0.0, "weight decay of the optimizer", recipe=True)
+    momentum: float = option(0.9, "momentum (sgd only)", recipe=True)
+    schedule: str = option("constant", "learning-rate schedule; onecycle: linear warm-up, then "
+                           "linear decay", recipe=True, choices=("constant", "onecycle"))
+    warmup_fraction: float = option(0.2, "share of the steps spent warming up (onecycle only)",
+                                    recipe=True)
+    label_smoothing: float = option(0.0, "label smoothing of the loss", recipe=True)
+    batch_size: int = option(512, "training batch size (the notebook's; global unless "
+                             "--batch-mode per-rank)", recipe=True)
+    batch_mode: str = option("global", "global: the batch is split over ranks (strong scaling); "
+                             "per-rank: each rank takes a whole batch (weak scaling)",
+                             recipe=True, choices=("global", "per-rank"))
+    scale_lr: bool = option(False, "multiply lr by the world size (linear scaling rule; only "
+                            "when asked, never silently)", recipe=True)
+    epochs: int = option(3, "number of epochs", recipe=False)
+    shuffle: bool = option(True, "reshuffle the training split every epoch; the notebook never "
+                           "shuffles, the seed preset turns this off", recipe=True)
+    seed: int = option(0, "seed for model init, dropout and shuffling (the split uses "
+                       "split_seed)", recipe=True)
+    split_seed: int = option(55, "seed of the 80/20 train/validation split (the notebook's "
+                             "torch.Generator().manual_seed(55))", recipe=True)
+    dropout: bool = option(True, "keep the network's dropout layers; false zeroes them, to "
+                           "compare 1 rank with N exactly", recipe=True)
+    normalize: bool = option(False, "standardise inputs with MNIST mean/std; off: the "
+                             "notebook's [0, 1]", recipe=True)
+    limit: Optional[int] = option(None, "keep only the first N images of each split (smoke "
+                                  "tests)", recipe=True)
+    augment: str = option("none", "training-image augmentation on the device, per sample from "
+                          "(seed, epoch, index); shift: up to 2 px each way; affine: shift + "
+                          "small rotation and scale", recipe=True,
+                          choices=("none", "shift", "affine"))
+    sync_bn: bool = option(False, "BatchNorm statistics over the global batch under DDP "
+                           "(ResNet only; off: per-rank statistics, no extra collective per "
+                           "layer)", recipe=True)
     # --- data and output ---
-    data_dir: str = str(REPO_DIR / "data")  # holds MNIST/raw/*.gz, torchvision's layout
-    download: bool = False  # let torchvision try to download missing files
-    results_dir: str = str(REPO_DIR / "results")
-    run_id: Optional[str] = None  # default: time + random suffix (unique per second)
+    data_dir: str = option(str(REPO_DIR / "data"), "directory holding MNIST/raw/*.gz "
+                           "(torchvision's layout)", recipe=False)
+    download: bool = option(False, "let torchvision download missing MNIST files",
+                            recipe=False, switch=True)
+    results_dir: str = option(str(REPO_DIR / "results"), "where run directories are created",
+                              recipe=False)
+    run_id: Optional[str] = option(None, "name of the run directory; unset: time + random "
+                                   "suffix (unique per second)", recipe=False)
     # --- hardware and speed ---
-    device: str = "auto"  # auto: cuda if present, else mps (one process), else cpu
-    backend: str = "auto"  # auto: nccl on cuda, gloo otherwise
-    loader: str = "device"  # device: data resident on the device; torchvision: the notebook's
-    precision: str = "auto"  # auto: bf16 with CUDA graphs (where it pays), fp32 elsewhere
-    channels_last: bool = True  # faster convolutions on CPU and GPU; same numbers
-    compile: bool = False  # torch.compile the model (pays a one-time compile)
-    # capture the training step in CUDA graphs; auto: on for one process on one GPU (see graphs)
-    cuda_graphs: str = "auto"
-    deterministic: bool = False  # deterministic kernels: the same seed, the same run on a GPU
-    # None: 2048 on CUDA (fewer launches), 128 on CPU (measured: fp32 evaluation runs about
-    # 2x faster at 128 than at 2048 there, cache-sized batches). Counts never depend on it.
-    eval_batch_size: Optional[int] = None
-    bucket_cap_mb: float = 25.0  # DDP gradient bucket size (PyTorch's default)
-    static_graph: bool = False  # DDP static_graph; only helps some models
+    device: str = option("auto", "auto: cuda if present, else mps (one process), else cpu",
+                         recipe=False, choices=("auto", "cpu", "cuda", "mps"))
+    backend: str = option("auto", "process-group backend; auto: nccl on cuda, gloo otherwise",
+                          recipe=False, choices=("auto", "gloo", "nccl"))
+    loader: str = option("device", "device: data resident on the device; torchvision: the "
+                         "notebook's DataLoader", recipe=False, choices=("device", "torchvision"))
+    precision: str = option("auto", "auto: bf16 with CUDA graphs (where it pays), fp32 "
+                            "elsewhere", recipe=True, choices=("auto", "fp32", "bf16"))
+    channels_last: bool = option(True, "channels_last memory format: faster convolutions on "
+                                 "CPU and GPU, same numbers", recipe=True)
+    compile: bool = option(False, "torch.compile the model (pays a one-time compile)", recipe=False)
+    cuda_graphs: str = option("auto", "capture the training step in CUDA graphs; auto: on for "
+                              "one process on one GPU", recipe=False,
+                              choices=("auto", "on", "off"))
+    deterministic: bool = option(False, "deterministic algorithms, so a seed repeats its run on "
+                                 "a GPU", recipe=False)
+    # measured: fp32 evaluation on a CPU runs about 2x faster at 128 than at 2048
+    eval_batch_size: Optional[int] = option(None, "batch size of evaluation passes; unset: 2048 "
+                                            "on CUDA, 128 on CPU; counts never depend on it",
+                                            recipe=False)
+    bucket_cap_mb: float = option(25.0, "DDP gradient bucket size in MB (PyTorch's default)",
+                                  recipe=True)
+    static_graph: bool = option(False, "DDP static_graph; only helps some models",
+                                recipe=True)
     # --- reliability ---
-    timeout: float = 300.0  # seconds a collective may wait before every rank gives up
-    checkpoint_every: Optional[int] = None  # epochs; None: 1 when epochs > 1, else off
-    resume: Optional[str] = None  # RUN_DIR, "latest" or "auto" (resume run_id if it exists)
-    resume_force: bool = False  # accept a checkpoint from another config
-    time_limit: Optional[float] = None  # seconds of wall time after which to stop cleanly
-    stop_check_every: int = 10  # steps between the collective checks for a stop request
+    timeout: float = option(300.0, "seconds a collective may wait before every rank gives up",
+                            recipe=False)
+    checkpoint_every: Optional[int] = option(None, "write a checkpoint every N epochs; unset: 1 "
+                                             "when epochs > 1, else none", recipe=False)
+    resume: Optional[str] = option(None, "RUN_DIR, latest, or auto (resume --run-id if it has a "
+                                   "checkpoint)", recipe=False)
+    resume_force: bool = option(False, "resume even if the checkpoint's recipe differs",
+                                recipe=False, switch=True)
+    time_limit: Optional[float] = option(None, "stop cleanly with a checkpoint before this wall "
+                                         "time (seconds or H:MM:SS)", recipe=False,
+                                         parse=parse_walltime)
+    stop_check_every: int = option(10, "steps between the collective checks for a stop "
+                                   "request", recipe=False)
     # --- seeing inside a run (README "Seeing inside a run") ---
-    # a rank whose compute time exceeds this many times the ranks' median is named a straggler;
     # 1.2 lets ordinary jitter pass and catches a slow GPU, a throttled node or a noisy neighbour
-    straggler_threshold: float = 1.2
-    log_every: Optional[int] = None  # steps between steps.jsonl lines; None: no step log
-    rank_logs: bool = False  # every rank's output also to <run>/ranks/rank-N.log
-    profile: Optional[int] = None  # steps of the second epoch to record with torch.profiler
-    profile_ranks: str = "0"  # 0: only rank 0 records the profile (one trace); all: every rank
+    straggler_threshold: float = option(1.2, "name a rank a straggler when its compute time "
+                                        "exceeds this multiple of the ranks' median",
+                                        recipe=False)
+    log_every: Optional[int] = option(None, "write a steps.jsonl line (and TensorBoard scalars, "
+                                      "if installed) every N steps", recipe=False)
+    rank_logs: bool = option(False, "also write every rank's output to <run>/ranks/rank-N.log",
+                             recipe=False)
+    profile: Optional[int] = option(None, "record N steps of the second epoch with "
+                                    "torch.profiler", recipe=False)
+    profile_ranks: str = option("0", "which ranks record the profile; 0: rank 0 only (one "
+                                "trace)", recipe=False, choices=("0", "all"))
 
     def __post_init__(self) -> None:
         for name in FLOAT_FIELDS:  # nan passes every comparison below, and inf breaks timers
@@ -179,17 +214,15 @@ class RunConfig:
 
     def recipe_hash(self) -> str:
         """Hash of what decides the numbers: a checkpoint only resumes under the same recipe."""
-        ignored = {"epochs", "data_dir", "download", "results_dir", "run_id", "device", "backend",
-                   "timeout", "checkpoint_every", "resume", "resume_force", "time_limit",
-                   "stop_check_every", "compile", "loader", "eval_batch_size",
-                   "cuda_graphs", "deterministic",
-                   "straggler_threshold", "log_every", "rank_logs", "profile", "profile_ranks"}
-        recipe = {k: v for k, v in self.to_dict().items() if k not in ignored}
+        recipe = {k: v for k, v in self.to_dict().items() if k in RECIPE_FIELDS}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 FIELD_TYPES = get_type_hints(RunConfig)
 FIELD_NAMES = [f.name for f in fields(RunConfig)]
+DECLARATIONS = {f.name: declaration(f) for f in fields(RunConfig)}
+CHOICES = {name: d.choices for name, d in DECLARATIONS.items() if d.choices}
+RECIPE_FIELDS = frozenset(name for name, d in DECLARATIONS.items() if d.recipe)
 FLOAT_FIELDS = [name for name, hint in FIELD_TYPES.items() if hint in (float, Optional[float])]
 
 
