@@ -4,12 +4,12 @@
 # envs/requirements.txt changes.
 #
 #   bash envs/local.sh train [TRAIN ARGS...]   set up, then python -m mnist_hpc.train
-#   bash envs/local.sh test [PYTEST ARGS...]   set up, then the test suite
+#   bash envs/local.sh test [PYTEST ARGS...]   set up, then the test suite (tests/unit: the fast tier)
 #   bash envs/local.sh setup                   set up only
 #   source envs/local.sh                       set up and activate in this shell
 #
 # Knobs: PYTHON (interpreter for the venv, default python3.11 or python3), VENV (default
-# <repo>/.venv).
+# <repo>/.venv), TEST_WORKERS (test processes, default 3).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,7 +50,9 @@ setup
 cd "$REPO"
 case "$action" in
     train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
-    test) exec "$VENV/bin/python" -m pytest "$@" ;;
+    # TEST_WORKERS processes share the tests (pytest-xdist); tests that share a trainer run or
+    # the Slurm cluster stay in one (tests/conftest.py). TEST_WORKERS=0: one process.
+    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-3}" --dist loadgroup "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;
     *) echo "usage: bash envs/local.sh train|test|setup [ARGS...]" >&2; exit 2 ;;
 esac

@@ -37,6 +37,7 @@ settings.register_profile("ci", max_examples=30)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         tier = Path(str(item.path)).parent.name
@@ -53,8 +54,11 @@ def _shared_fixture(item) -> str | None:
     worker, so the fixture is built once and two Slurm clusters never compete."""
     for name in item.fixturenames:
         for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
-            if definition.scope in ("module", "session") and not name.startswith("_"):
-                return f"{definition.baseid}::{name}"
+            # a fixture of the tests' own (pytest's, such as tmp_path_factory, have no baseid)
+            if (definition.scope in ("module", "session") and definition.baseid
+                    and not name.startswith("_")):
+                # a session fixture imported by several modules is still one cluster
+                return name if definition.scope == "session" else f"{definition.baseid}::{name}"
     return None
 
 
