@@ -50,9 +50,9 @@ setup
 cd "$REPO"
 case "$action" in
     train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
-    # TEST_WORKERS processes share the tests (pytest-xdist); tests that share a trainer run or
-    # the Slurm cluster stay in one (tests/conftest.py). TEST_WORKERS=0: one process.
-    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-3}" --dist loadgroup "$@" ;;
+    # TEST_WORKERS processes share the tests (pytest-xdist), a file each: the tests of a file
+    # share its trainer runs, built once. TEST_WORKERS=0: one process.
+    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-3}" --dist loadfile "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;
     *) echo "usage: bash envs/local.sh train|test|setup [ARGS...]" >&2; exit 2 ;;
 esac

@@ -37,29 +37,11 @@ settings.register_profile("ci", max_examples=30)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         tier = Path(str(item.path)).parent.name
         if tier in TIERS:
             item.add_marker(tier)
-        shared = _shared_fixture(item)
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(shared))
-
-
-def _shared_fixture(item) -> str | None:
-    """The module- or session-scoped fixture a test uses (a trainer run, the Slurm cluster),
-    if any. Under ``-n`` (pytest-xdist, ``--dist loadgroup``) the tests sharing one run in one
-    worker, so the fixture is built once and two Slurm clusters never compete."""
-    for name in item.fixturenames:
-        for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
-            # a fixture of the tests' own (pytest's, such as tmp_path_factory, have no baseid)
-            if (definition.scope in ("module", "session") and definition.baseid
-                    and not name.startswith("_")):
-                # a session fixture imported by several modules is still one cluster
-                return name if definition.scope == "session" else f"{definition.baseid}::{name}"
-    return None
 
 
 def pytest_configure(config):

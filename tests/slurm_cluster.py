@@ -172,6 +172,9 @@ SlurmdUser=root
 # free ports, so a system Slurm or another test session on this machine is left alone
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
+# job ids, and the rendezvous ports the jobs derive from them, differ between clusters
+# started side by side (one per test process)
+FirstJobId={ctld_port}
 AuthType=auth/munge
 CredType=cred/munge
 # our own munged; cred_expire also sets how long a requeued job waits before it may start

@@ -25,8 +25,6 @@ from conftest import REPO, clean_env, read_metrics
 
 SCRIPT = REPO / "jobs" / "polaris_ddp.pbs"
 JOBID = "12345.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov"
-# the rendezvous port follows from JOBID, the same in every test here: one worker runs them all
-pytestmark = pytest.mark.xdist_group("pbs_job")
 
 WRAPPER = '''#!{python}
 """mpiexec as Polaris's PALS is called, recorded, then run by MPICH hydra (or not: DRY)."""
