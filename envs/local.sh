@@ -9,7 +9,7 @@
 #   source envs/local.sh                       set up and activate in this shell
 #
 # Knobs: PYTHON (interpreter for the venv, default python3.11 or python3), VENV (default
-# <repo>/.venv), TEST_WORKERS (test processes, default 3).
+# <repo>/.venv), TEST_WORKERS (test processes, default 4).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,9 +50,10 @@ setup
 cd "$REPO"
 case "$action" in
     train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
-    # TEST_WORKERS processes share the tests (pytest-xdist), a file each: the tests of a file
-    # share its trainer runs, built once. TEST_WORKERS=0: one process.
-    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-3}" --dist loadfile "$@" ;;
+    # TEST_WORKERS processes share the tests (pytest-xdist; tests/conftest.py says how).
+    # Most tests wait on launchers and timeouts, so more workers than cores pay.
+    # TEST_WORKERS=0: one process.
+    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-4}" "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;
     *) echo "usage: bash envs/local.sh train|test|setup [ARGS...]" >&2; exit 2 ;;
 esac

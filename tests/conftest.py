@@ -44,6 +44,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(tier)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, when it is installed
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n`` (pytest-xdist) every test is its own unit of work, except in files that
+    share a module-scoped fixture (a trainer run): such a file goes whole to one worker, so the
+    run is made once. (xdist's own groups do not survive pytest 9's node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = {str(path.relative_to(REPO)) for path in (REPO / "tests").glob("*/test_*.py")
+              if SHARED_FIXTURE.search(path.read_text())}
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in shared else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
+SHARED_FIXTURE = re.compile(r'@pytest\.fixture\(scope="module"')
+
+
 def pytest_configure(config):
     # each xdist worker is one of several processes on the machine's cores: one torch
     # thread each instead of every worker starting one per core

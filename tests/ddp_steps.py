@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 2 tests/ddp_steps.py OUT_DIR        # engine under DDP, 2 ranks
 
 Every run takes the same global batches of one shuffled epoch of ``N`` training images:
-512, 512 and a last batch of 3, which two ranks split 2 + 1, so a per-rank mean (instead of
+256, 256 and a last batch of 3, which two ranks split 2 + 1, so a per-rank mean (instead of
 the engine's sum scaled by world size / global size) would weigh the lone sample of rank 1
 twice as much. ``plain`` is the reference: the mean cross-entropy of the whole global batch,
 written without the package's engine or data sharding. ``engine`` wraps the model in DDP as
@@ -31,8 +31,8 @@ from mnist_hpc.job import layout, process_group
 from mnist_hpc.observe.comm_timer import CommTimer, timed_allreduce_hook
 from mnist_hpc.step import engine, recipe
 
-N = 1027  # 2 x 512 + 3
-GLOBAL_BATCH = 512
+N = 515  # 2 x 256 + 3
+GLOBAL_BATCH = 256
 SEED = 0
 OPTIMIZERS = {
     # SGD without momentum: the update is the gradient itself, so a wrong scale shows at once

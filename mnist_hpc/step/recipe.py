@@ -61,8 +61,8 @@ def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: i
           world_size: int = 1, graphs: bool = False) -> Recipe:
     """The recipe for one rank (``graphs``: its step will run as CUDA graphs). Initial weights
     come from ``--seed`` alone (the same on every rank); the global RNG is then reseeded per
-    rank for dropout (``seeds``: each stream named, none colliding). With ``sync_bn`` and several ranks, BatchNorm layers normalise over the
-    global batch (sync_batchnorm.py)."""
+    rank for dropout (``seeds``: each stream named, none colliding). With ``sync_bn`` and
+    several ranks, BatchNorm layers normalise over the global batch (sync_batchnorm.py)."""
     # process-wide switches, set either way so that a run in the same process never inherits
     # the last one's (CUBLAS_WORKSPACE_CONFIG, which cuBLAS also needs, is set by train.main)
     torch.use_deterministic_algorithms(config.deterministic)

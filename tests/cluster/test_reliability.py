@@ -322,15 +322,20 @@ def two_ranks_by_hand(args: list[str], tmp_path: Path, script: str | None = None
     return procs
 
 
+# a collective timeout far beyond start-up on a loaded 2-core machine: only a rank that waited
+# for it takes that long
+FAILURE_TIMEOUT = 120
+
+
 def test_rank_that_raises_ends_every_rank_with_one_clear_line(tmp_path):
-    timeout = 20
+    timeout = FAILURE_TIMEOUT
     args = [*ARGS, "--results-dir", str(tmp_path / "results"), "--run-id", "oom",
             "--timeout", str(timeout)]
     started = time.monotonic()
     procs = two_ranks_by_hand(args, tmp_path, FAULT_SCRIPT, FAULT_RANK="1", FAULT_STEP="2")
     outputs = [proc.communicate(timeout=timeout + 90) for proc in procs]
     # start-up and two steps, then every rank gone: well within the collective timeout
-    assert time.monotonic() - started < timeout + 30
+    assert time.monotonic() - started < timeout
     codes = [proc.returncode for proc in procs]
     assert codes == [1, 1], outputs
     rank1_errors = error_lines(outputs[1][1])
@@ -345,7 +350,7 @@ def test_rank_that_raises_ends_every_rank_with_one_clear_line(tmp_path):
 
 
 def test_rank_that_raises_under_torchrun_is_named_once(tmp_path):
-    timeout = 20
+    timeout = FAILURE_TIMEOUT
     results = tmp_path / "results"
     started = time.monotonic()
     result = subprocess.run(
@@ -362,7 +367,7 @@ def test_rank_that_raises_under_torchrun_is_named_once(tmp_path):
     exit_codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", result.stderr, re.MULTILINE)
     assert len(exit_codes) == 2 and all(int(c) != 0 for c in exit_codes), result.stderr
     assert read_metrics(results / "oom")["status"] == "failed"
-    assert elapsed < timeout + 60, f"took {elapsed:.0f} s"
+    assert elapsed < timeout, f"took {elapsed:.0f} s"
 
 
 def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_path):
@@ -378,10 +383,10 @@ def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_pa
         procs.append(popen(command(args), env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE))
     started = time.monotonic()
-    outputs = [proc.communicate(timeout=timeout + 60) for proc in procs]
+    outputs = [proc.communicate(timeout=timeout + 90) for proc in procs]
     elapsed = time.monotonic() - started
     assert [proc.returncode for proc in procs] == [1, 1], outputs
-    assert elapsed < timeout + 30
+    assert elapsed < timeout + 60  # start-up included, on a loaded machine
     for rank, (_, stderr) in enumerate(outputs):
         lines = error_lines(stderr)
         assert len(lines) == 1, stderr
