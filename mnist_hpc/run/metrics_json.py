@@ -275,8 +275,8 @@ def _check(value: Any, kind: Any, where: str) -> None:
     base = dict if is_typeddict(kind) else origin or kind
     expected, name = _JSON_TYPES[base]
     if not isinstance(value, expected) or (isinstance(value, bool) and base is not bool):
-        raise _Mismatch(f"'{where}' should be {name}, found {_kind(value)} "
-                        f"{files.short(value, 40)}")
+        found = "null" if value is None else f"{_kind(value)} {files.short(value, 40)}"
+        raise _Mismatch(f"'{where}' should be {name}, found {found}")
     if is_typeddict(kind):
         _check_fields(value, kind, get_type_hints(kind), f"{where}.")
     elif origin is list:
