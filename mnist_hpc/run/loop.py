@@ -97,23 +97,23 @@ def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: B
                   flops_per_sample: Optional[float], run_id: str) -> metrics_json.Metrics:
     """metrics.json as the run starts (its schema: mnist_hpc.run.metrics_json)."""
     return metrics_json.Metrics(
-        schema=SCHEMA, run_id=run_id, status=RUNNING,
-        config=config.to_dict(),
-        model=metrics_json.Model(name=config.model, parameters=count_parameters(recipe.raw_model),
-                       flops_per_sample=flops_per_sample),
-        world=metrics_json.World(world_size=env.world_size, nodes=len(set(hostnames)),
-                       local_world_size=env.local_world_size, launcher=env.launcher,
-                       backend=env.backend, device=str(device),
-                       device_name=torch.cuda.get_device_name(device)
-                       if device.type == "cuda" else None,
-                       cpu_threads=torch.get_num_threads(), hostnames=hostnames,
-                       job_id=env.job_id, master_addr=env.master_addr),
-        batch=metrics_json.Batch({"global": plan.global_batch,
-                        "per_rank": plan.global_batch / env.world_size,
-                        "mode": config.batch_mode, "steps_per_epoch": plan.steps_per_epoch,
-                        "lr": recipe.lr,
-                        "precision": "bf16" if recipe.precision.dtype else "fp32",
-                        "cuda_graphs": cuda_graphs}),
+        schema=SCHEMA, run_id=run_id, status=RUNNING, config=config.to_dict(),
+        model=metrics_json.Model(
+            name=config.model, parameters=count_parameters(recipe.raw_model),
+            flops_per_sample=flops_per_sample),
+        world=metrics_json.World(
+            world_size=env.world_size, nodes=len(set(hostnames)),
+            local_world_size=env.local_world_size, launcher=env.launcher, backend=env.backend,
+            device=str(device),
+            device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            cpu_threads=torch.get_num_threads(), hostnames=hostnames, job_id=env.job_id,
+            master_addr=env.master_addr),
+        batch=metrics_json.Batch({
+            "global": plan.global_batch, "per_rank": plan.global_batch / env.world_size,
+            "mode": config.batch_mode, "steps_per_epoch": plan.steps_per_epoch, "lr": recipe.lr,
+            "precision": "bf16" if recipe.precision.dtype else "fp32",
+            "cuda_graphs": cuda_graphs}),
+        # final: {} until the run completes; versions: only rank 0 writes, only it asks
         samples=metrics_json.Samples(), epochs=[], final={}, resumed_from=[],  # type: ignore[typeddict-item]
         versions=rundir.versions() if env.is_main else {},  # type: ignore[typeddict-item]
     )
@@ -218,13 +218,13 @@ def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: floa
     eval_s = time.perf_counter() - started
     run.history.append([train_eval.accuracy, train_eval.loss, val_eval.accuracy, val_eval.loss])
     run.metrics["samples"].update(train=train_eval.count, val=val_eval.count)
+    comm_s = run.comm_timer.take_seconds() if run.comm_timer is not None else None
     # every rank's timing, gathered; rank 0 receives the summary (the other ranks write nothing)
     ranks, efficiency, seen = run.observer.record(epoch, result.samples, train_s, figures,
                                                   eval_s, run.env.world_size)
     record = metrics_json.Epoch(
         epoch=epoch, train_s=train_s, eval_s=eval_s, train_samples=result.samples,
-        train_samples_per_s=result.samples / train_s,
-        comm_s=run.comm_timer.take_seconds() if run.comm_timer is not None else None,
+        train_samples_per_s=result.samples / train_s, comm_s=comm_s,
         train_acc=train_eval.accuracy, train_loss=train_eval.loss,
         val_acc=val_eval.accuracy, val_loss=val_eval.loss,
         ranks=ranks, **efficiency)  # type: ignore[typeddict-item]
