@@ -18,28 +18,22 @@ RESULTS="$(mktemp -d)"                    # the runs of steps 3 and 4, removed a
 trap 'rm -rf "$RESULTS"' EXIT
 
 echo "=== 1. GPU tests ==="
-PYTHONPATH=. "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py
+PYTHONPATH=. "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests/run/test_gpu.py
 
 echo "=== 2. bench --device cuda ==="
 "$PYTHON" -m mnist_hpc.bench --device cuda --out "$OUT"
 
 # One run, timed: its whole command's wall time and the figures of its metrics.json.
 run_and_summarise() {  # LABEL RUN_PARENT TRAIN_ARGS...
-    local label=$1 parent=$2 started ended
+    local label=$1 parent=$2 started ended wall run_dirs summary
     shift 2
     started=$(date +%s.%N)
     "$PYTHON" -m mnist_hpc.train "$@" --results-dir "$parent" > /dev/null
     ended=$(date +%s.%N)
-    "$PYTHON" - "$parent" "$started" "$ended" "$label" <<'PY'
-import json, pathlib, sys
-run_dir = next(pathlib.Path(sys.argv[1]).iterdir())
-m = json.loads((run_dir / "metrics.json").read_text())
-f, b = m["final"], m["batch"]
-print(f"{sys.argv[4]}: command {float(sys.argv[3]) - float(sys.argv[2]):.1f} s"
-      f" wall, startup_s {f['startup_s']:.2f}, warmup_s {f['warmup_s']:.2f}, train_s "
-      f"{f['train_s']:.2f} (epochs: {', '.join('%.2f' % e['train_s'] for e in m['epochs'])}), "
-      f"test {f['test_acc']:.2f} %, {b['precision']}, cuda_graphs {b['cuda_graphs']}")
-PY
+    wall=$(awk -v a="$started" -v b="$ended" 'BEGIN { printf "%.1f", b - a }')
+    run_dirs=("$parent"/*)                # the one run directory the run created
+    summary=$("$PYTHON" -m mnist_hpc.metrics summary "${run_dirs[0]}")
+    echo "$label: command $wall s wall, $summary"
 }
 
 echo "=== 3. the fast preset, whole command; --deterministic on and off ==="

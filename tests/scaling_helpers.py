@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_hpc.run import metrics_json
 from mnist_hpc.scaling import cli as scaling_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -95,33 +96,53 @@ POLARIS = """\
     """
 
 
-def fake_metrics(run_dir: Path, *, ranks: int, global_batch: int, epoch_s: list[float],
-                 status: str = "completed", job_id: str | None = None,
-                 comm_s: float | None = None, device: str = "cpu") -> None:
-    """A metrics.json as the trainer writes it, with chosen timings."""
+def fake_metrics(run_dir: Path, *, status: str = "completed", **figures) -> None:
+    """A complete metrics.json as the trainer writes it (through its writer), with chosen
+    timings (``figures``: those of ``metrics_record``)."""
     run_dir.mkdir(parents=True)
+    error = "rank 1: RuntimeError: peer vanished" if status == metrics_json.FAILED else None
+    metrics_json.write(run_dir, metrics_record(run_dir.name, status=status, **figures), status,
+                       error)
+
+
+def metrics_record(run_id: str, *, ranks: int = 1, global_batch: int = 256,
+                   epoch_s: tuple[float, ...] = (1.0,), status: str = "completed",
+                   job_id: str | None = None, comm_s: float | None = None,
+                   device: str = "cpu") -> metrics_json.Metrics:
+    """Every key of metrics.json, as the trainer fills them, with chosen timings."""
     samples = 4096
-    epochs = [{"epoch": i, "train_s": s, "eval_s": 0.1, "train_samples": samples,
-               "train_samples_per_s": samples / s, "comm_s": comm_s if ranks > 1 else None,
-               "train_acc": 90.0, "train_loss": 0.3, "val_acc": 91.0 + i, "val_loss": 0.3}
-              for i, s in enumerate(epoch_s)]
-    metrics = {
-        "schema": 1, "run_id": run_dir.name, "status": status, "config": {},
-        "model": {"name": "cnn", "parameters": 1_199_882},
-        "world": {"world_size": ranks, "nodes": 1, "local_world_size": ranks,
-                  "launcher": "torchrun", "backend": "gloo" if ranks > 1 else None,
-                  "device": device, "cpu_threads": 1, "hostnames": ["h"] * ranks,
-                  "job_id": job_id},
-        "batch": {"global": global_batch, "per_rank": global_batch / ranks, "mode": "global",
-                  "steps_per_epoch": samples // global_batch, "lr": 0.001, "precision": "fp32"},
-        "samples": {"train": samples}, "epochs": epochs,
-        "final": {"test_acc": 92.5, "val_acc": epochs[-1]["val_acc"]} if status == "completed"
-        else {},
-        "versions": {"torch": "x", "mnist_hpc": "0.1.0", "git_commit": "abc"},
-    }
-    if status == "failed":
-        metrics["error"] = "rank 1: RuntimeError: peer vanished"
-    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    spread = metrics_json.Spread(min=1.0, median=1.0, max=1.0, std=0.0)
+    epochs = [metrics_json.Epoch(
+        epoch=i, train_s=s, eval_s=0.1, train_samples=samples, train_samples_per_s=samples / s,
+        comm_s=comm_s if ranks > 1 else None, train_acc=90.0, train_loss=0.3,
+        val_acc=91.0 + i, val_loss=0.3, tflops=0.5, mfu=None,
+        ranks=metrics_json.Ranks(
+            data_s=spread, compute_s=spread, comm_s=None, eval_s=spread,
+            slowest=metrics_json.Slowest(rank=0, host="h", compute_s=1.0,
+                                         compute_over_median=1.0),
+            stragglers=[], straggler_threshold=1.2, peak_memory_bytes=2**30))
+        for i, s in enumerate(epoch_s)]
+    final = metrics_json.Final(
+        test_acc=92.5, test_loss=0.25, val_acc=epochs[-1]["val_acc"], wall_s=sum(epoch_s) + 5,
+        data_load_s=1.0, init_process_group_s=0.5, train_s=sum(epoch_s), warmup_s=0.0,
+        startup_s=2.0)
+    return metrics_json.Metrics(
+        schema=metrics_json.SCHEMA, run_id=run_id, status=status, config={},
+        model=metrics_json.Model(name="cnn", parameters=1_199_882, flops_per_sample=7e7),
+        world=metrics_json.World(
+            world_size=ranks, nodes=1, local_world_size=ranks, launcher="torchrun",
+            backend="gloo" if ranks > 1 else None, device=device, device_name=None,
+            cpu_threads=1, hostnames=["h"] * ranks, job_id=job_id, master_addr=None),
+        batch=metrics_json.Batch({
+            "global": global_batch, "per_rank": global_batch / ranks, "mode": "global",
+            "steps_per_epoch": samples // global_batch, "lr": 0.001, "precision": "fp32",
+            "cuda_graphs": False}),
+        samples=metrics_json.Samples(train=samples, val=samples),
+        epochs=epochs, final=final if status == metrics_json.COMPLETED else {},
+        resumed_from=[],
+        versions=metrics_json.Versions(
+            python="3.11", torch="x", torchvision=None, mnist_hpc="0.1.0", git_commit="abc",
+            cuda=None, platform="Linux", argv=["train.py"], hostname="h"))
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -102,24 +102,28 @@ class Observer:
             self.profiler.epoch_ended()
         return self.clock.finish()
 
-    def record(self, record: dict, figures: dict, eval_s: float, world_size: int) -> str:
-        """Gather every rank's ``figures`` (from ``trained``) and ``eval_s``; on rank 0, add
-        the ranks' summary, TFLOP/s and MFU to the epoch ``record`` and return the text for
-        the epoch line (empty elsewhere). A collective."""
-        self.activity.set("gather of per-rank timing", record["epoch"])
+    def record(self, epoch: int, samples: int, train_s: float, figures: dict, eval_s: float,
+               world_size: int) -> tuple[dict, dict, str]:
+        """Gather every rank's ``figures`` (from ``trained``) and ``eval_s``. On rank 0: the
+        epoch record's ``ranks`` summary, its ``tflops`` and ``mfu``, and the text for the
+        epoch line; empty elsewhere. A collective."""
+        self.activity.set("gather of per-rank timing", epoch)
         per_rank = process_group.all_gather_objects({**figures, "eval_s": eval_s, "host": self.host},
                                            self.env)
         if not self.env.is_main:
-            return ""
-        record["ranks"] = timing.summarize(per_rank, self.config.straggler_threshold)
-        record.update(flops.efficiency(self.flops_per_sample, record["train_samples"],
-                                       record["train_s"], self.peak_tflops, world_size))
+            return {}, {}, ""
+        ranks = timing.summarize(per_rank, self.config.straggler_threshold)
+        efficiency = flops.efficiency(self.flops_per_sample, samples, train_s, self.peak_tflops,
+                                      world_size)
+        text = timing.ranks_text(ranks, world_size) + f"; {efficiency['tflops']:.3f} TFLOP/s"
+        if efficiency["mfu"] is not None:
+            text += f", MFU {100 * efficiency['mfu']:.1f} %"
+        return ranks, efficiency, text
+
+    def plot_epoch(self, curves: dict[str, float], epoch: int) -> None:
+        """The epoch's figures as TensorBoard curves, where the step log writes them."""
         if self.steplog is not None:
-            self.steplog.epoch(record, record["epoch"])
-        text = timing.ranks_text(record["ranks"], world_size) + f"; {record['tflops']:.3f} TFLOP/s"
-        if record["mfu"] is not None:
-            text += f", MFU {100 * record['mfu']:.1f} %"
-        return text
+            self.steplog.epoch(curves, epoch)
 
     def failed(self, exc: BaseException) -> None:
         """Stack to ``<run>/ranks/rank-N.txt``; where it happened (and for a failed

@@ -93,14 +93,14 @@ class StepLog:
         self.since = time.perf_counter()
         self.tap.sums.zero_()
 
-    def epoch(self, record: dict, step: int) -> None:
-        """The epoch's figures as TensorBoard scalars (metrics.json holds them already)."""
+    def epoch(self, curves: dict[str, float], step: int) -> None:
+        """The epoch's figures as TensorBoard scalars ``epoch/<name>``; which figures is
+        metrics.json's choice (``mnist_hpc.run.metrics_json.epoch_curves``), which holds
+        them already."""
         if self.tensorboard is None:
             return
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "train_samples_per_s",
-                    "tflops", "mfu"):
-            if record.get(key) is not None:
-                self.tensorboard.add_scalar(f"epoch/{key}", record[key], step)
+        for name, value in curves.items():
+            self.tensorboard.add_scalar(f"epoch/{name}", value, step)
         self.tensorboard.flush()
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from ..step import engine, graphs, warmup
 from ..step.models import count_parameters
 from ..step.recipe import Recipe
 from ..step.recipe import build as build_recipe
-from . import checkpoint, rundir
+from . import checkpoint, metrics_json, rundir
 from .metrics_json import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
 from .state import Run, log, progress_printer
 
@@ -94,27 +94,29 @@ def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
 
 def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: BatchPlan,
                   recipe: Recipe, cuda_graphs: bool, hostnames: list[str],
-                  flops_per_sample: Optional[float]) -> dict:
-    """metrics.json as the run starts (see mnist_hpc.run.metrics_json for the layout)."""
-    return {
-        "schema": SCHEMA, "run_id": "", "status": RUNNING,
-        "config": config.to_dict(),
-        "model": {"name": config.model, "parameters": count_parameters(recipe.raw_model),
-                  "flops_per_sample": flops_per_sample},
-        "world": {"world_size": env.world_size, "nodes": len(set(hostnames)),
-                  "local_world_size": env.local_world_size, "launcher": env.launcher,
-                  "backend": env.backend, "device": str(device),
-                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-                  else None, "cpu_threads": torch.get_num_threads(),
-                  "hostnames": hostnames, "job_id": env.job_id,
-                  "master_addr": env.master_addr},
-        "batch": {"global": plan.global_batch, "per_rank": plan.global_batch / env.world_size,
-                  "mode": config.batch_mode, "steps_per_epoch": plan.steps_per_epoch,
-                  "lr": recipe.lr, "precision": "bf16" if recipe.precision.dtype else "fp32",
-                  "cuda_graphs": cuda_graphs},
-        "samples": {}, "epochs": [], "final": {}, "resumed_from": [],
-        "versions": rundir.versions() if env.is_main else {},
-    }
+                  flops_per_sample: Optional[float], run_id: str) -> metrics_json.Metrics:
+    """metrics.json as the run starts (its schema: mnist_hpc.run.metrics_json)."""
+    return metrics_json.Metrics(
+        schema=SCHEMA, run_id=run_id, status=RUNNING, config=config.to_dict(),
+        model=metrics_json.Model(
+            name=config.model, parameters=count_parameters(recipe.raw_model),
+            flops_per_sample=flops_per_sample),
+        world=metrics_json.World(
+            world_size=env.world_size, nodes=len(set(hostnames)),
+            local_world_size=env.local_world_size, launcher=env.launcher, backend=env.backend,
+            device=str(device),
+            device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            cpu_threads=torch.get_num_threads(), hostnames=hostnames, job_id=env.job_id,
+            master_addr=env.master_addr),
+        batch=metrics_json.Batch({
+            "global": plan.global_batch, "per_rank": plan.global_batch / env.world_size,
+            "mode": config.batch_mode, "steps_per_epoch": plan.steps_per_epoch, "lr": recipe.lr,
+            "precision": "bf16" if recipe.precision.dtype else "fp32",
+            "cuda_graphs": cuda_graphs}),
+        # final: {} until the run completes; versions: only rank 0 writes, only it asks
+        samples=metrics_json.Samples(), epochs=[], final={}, resumed_from=[],  # type: ignore[typeddict-item]
+        versions=rundir.versions() if env.is_main else {},  # type: ignore[typeddict-item]
+    )
 
 
 def batch_plan(config: RunConfig, env: DistEnv, n_train: int) -> BatchPlan:
@@ -155,8 +157,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
                                env.world_size, recipe.precision, device)
             if cuda_graphs else None)
     metrics = first_metrics(config, env, device, plan, recipe, cuda_graphs, hostnames,
-                            observer.flops_per_sample)
-    metrics["run_id"] = run_dir.name
+                            observer.flops_per_sample, run_dir.name)
     run = Run(config, env, device, splits, plan, recipe, model, step, comm_timer, observer,
               run_dir, lock, started, data_load_s, metrics)
     if state is not None:
@@ -217,13 +218,17 @@ def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: floa
     eval_s = time.perf_counter() - started
     run.history.append([train_eval.accuracy, train_eval.loss, val_eval.accuracy, val_eval.loss])
     run.metrics["samples"].update(train=train_eval.count, val=val_eval.count)
-    record = {
-        "epoch": epoch, "train_s": train_s, "eval_s": eval_s, "train_samples": result.samples,
-        "train_samples_per_s": result.samples / train_s,
-        "comm_s": run.comm_timer.take_seconds() if run.comm_timer is not None else None,
-        "train_acc": train_eval.accuracy, "train_loss": train_eval.loss,
-        "val_acc": val_eval.accuracy, "val_loss": val_eval.loss}
-    seen = run.observer.record(record, figures, eval_s, run.env.world_size)
+    comm_s = run.comm_timer.take_seconds() if run.comm_timer is not None else None
+    # every rank's timing, gathered; rank 0 receives the summary (the other ranks write nothing)
+    ranks, efficiency, seen = run.observer.record(epoch, result.samples, train_s, figures,
+                                                  eval_s, run.env.world_size)
+    record = metrics_json.Epoch(
+        epoch=epoch, train_s=train_s, eval_s=eval_s, train_samples=result.samples,
+        train_samples_per_s=result.samples / train_s, comm_s=comm_s,
+        train_acc=train_eval.accuracy, train_loss=train_eval.loss,
+        val_acc=val_eval.accuracy, val_loss=val_eval.loss,
+        ranks=ranks, **efficiency)  # type: ignore[typeddict-item]
+    run.observer.plot_epoch(metrics_json.epoch_curves(record), epoch)
     run.metrics["epochs"].append(record)
     log(run.env, f"Epoch {epoch}: val. loss: {val_eval.loss:.4f}, val. accuracy: "
                  f"{val_eval.accuracy:.4f} (train {train_s:.1f} s, "
@@ -255,14 +260,14 @@ def finish(run: Run, warmup_s: float, startup_s: float) -> None:
     run.observer.activity.set("all-reduce of the test evaluation's sums")
     test_eval = run.evaluate(run.splits.test)
     run.metrics["samples"]["test"] = test_eval.count
-    run.metrics["final"] = {
-        "test_acc": test_eval.accuracy, "test_loss": test_eval.loss,
-        "val_acc": run.history[-1][2] if run.history else None,
-        "wall_s": time.perf_counter() - run.started, "data_load_s": run.data_load_s,
-        "init_process_group_s": run.env.init_s,
-        "train_s": sum(e["train_s"] for e in run.metrics["epochs"]),
-        "warmup_s": warmup_s, "startup_s": startup_s,
-    }
+    run.metrics["final"] = metrics_json.Final(
+        test_acc=test_eval.accuracy, test_loss=test_eval.loss,
+        val_acc=run.history[-1][2] if run.history else None,
+        wall_s=time.perf_counter() - run.started, data_load_s=run.data_load_s,
+        init_process_group_s=run.env.init_s,
+        train_s=sum(e["train_s"] for e in run.metrics["epochs"]),
+        warmup_s=warmup_s, startup_s=startup_s,
+    )
     log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
     run.write_metrics(COMPLETED)
     log(run.env, f"Run directory: {run.run_dir}")
@@ -289,8 +294,7 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
         raise
     except BaseException as exc:
         run.observer.failed(exc)
-        run.metrics["error"] = f"rank {env.rank}: {describe(exc)}"
-        run.write_metrics(FAILED)
+        run.write_metrics(FAILED, error=f"rank {env.rank}: {describe(exc)}")
         raise
     finally:
         run.observer.close()

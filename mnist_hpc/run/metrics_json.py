@@ -1,59 +1,287 @@
-"""The one description of ``metrics.json``: its file name, statuses and keys, read by the
-trainer (which writes it), the scaling report and the job templates' shell helper.
+"""The one description of ``metrics.json``: its schema as TypedDicts, its one writer (the
+trainer's) and its one reader (the scaling report, ``python -m mnist_hpc.metrics``, the job
+scripts through that command, the tests).
 
-Layout (``schema`` 1; names are stable, new keys may be added)::
+``schema`` 1. Key names are stable because users' scripts read them; a later version of
+schema 1 may add keys, so the reader accepts keys it does not know. Everything else is
+checked: a missing key, a value of the wrong type or another schema version is refused with
+the file and the key named (``MetricsError``, a ``ValueError``).
 
-    schema, run_id, status (running | completed | failed | preempted), error (when failed)
-    config      the resolved configuration
-    model       name, parameters, flops_per_sample (training, forward + backward; rank 0
-                counts it once with torch.utils.flop_counter)
-    world       world_size, nodes, local_world_size, launcher, backend, device, device_name,
-                cpu_threads, hostnames (every rank's), job_id, master_addr
-    batch       global, per_rank, mode, steps_per_epoch, lr, precision, cuda_graphs
-    samples     train, val, test: counted by the all-reduce, not assumed
-    epochs[]    epoch, train_s, eval_s, train_samples, train_samples_per_s, comm_s,
-                train_acc, train_loss, val_acc, val_loss,
-                tflops (achieved, all ranks), mfu (None where the device's peak is unknown),
-                ranks: per-rank timing (mnist_hpc.observe.timing), gathered by rank 0:
-                  data_s, compute_s, comm_s, eval_s: each {min, median, max, std} over the
-                    ranks (comm_s None where not measured: one process, NCCL)
-                  slowest {rank, host, compute_s, compute_over_median}
-                  stragglers [{rank, host, compute_over_median}] over straggler_threshold
-                  straggler_threshold, peak_memory_bytes (max over ranks)
-    final       test_acc, test_loss, val_acc, wall_s, data_load_s, init_process_group_s, train_s,
-                warmup_s (inside wall_s), startup_s (process start to the first step)
-    resumed_from  where each resume picked up
-    versions    python, torch, torchvision, mnist_hpc, git_commit, cuda, platform, argv, hostname
-
-Torch-free. ``python -m mnist_hpc.metrics status RUN_DIR`` prints a run's status for shell
-scripts.
+Torch-free (no ``from __future__ import annotations`` either: TypedDict reads ``NotRequired``
+from real annotations only, on Python 3.11).
 """
 
-from __future__ import annotations
-
 import json
+import types
 from pathlib import Path
-from typing import Optional
+from typing import (Any, Literal, NotRequired, Optional, TypedDict, Union, get_args,
+                    get_origin, get_type_hints, is_typeddict)
+
+from .. import files
 
 FILENAME = "metrics.json"
 SCHEMA = 1
 
-RUNNING, COMPLETED, FAILED, PREEMPTED = "running", "completed", "failed", "preempted"
-STATUSES = (RUNNING, COMPLETED, FAILED, PREEMPTED)
+Status = Literal["running", "completed", "failed", "preempted"]
+STATUSES: tuple[str, ...] = get_args(Status)
+RUNNING, COMPLETED, FAILED, PREEMPTED = STATUSES
 
 
-def read(run_dir: Path) -> dict:
-    """A run's metrics; raises OSError or ValueError when there is none to read."""
-    payload = json.loads((Path(run_dir) / FILENAME).read_text())
+class Model(TypedDict):
+    name: str
+    parameters: int
+    # training FLOPs (forward + backward) per sample, counted once by rank 0
+    flops_per_sample: Optional[float]
+
+
+class World(TypedDict):
+    world_size: int
+    nodes: int  # distinct hostnames over all ranks
+    local_world_size: int
+    launcher: str
+    backend: Optional[str]  # None: one process, no process group
+    device: str
+    device_name: Optional[str]  # the CUDA device's name; None on CPU
+    cpu_threads: int
+    hostnames: list[str]  # every rank's, in rank order
+    job_id: Optional[str]
+    master_addr: Optional[str]
+
+
+# "global" is a Python keyword: this one is spelled in the functional form
+Batch = TypedDict("Batch", {
+    "global": int, "per_rank": float, "mode": str, "steps_per_epoch": int, "lr": float,
+    "precision": str, "cuda_graphs": bool})
+
+
+class Samples(TypedDict, total=False):
+    """Counted by the all-reduce, not assumed: train and val from the first epoch on, test
+    when the run completes."""
+
+    train: int
+    val: int
+    test: int
+
+
+class Spread(TypedDict):
+    min: float
+    median: float
+    max: float
+    std: float
+
+
+class Slowest(TypedDict):
+    rank: int
+    host: str
+    compute_s: float
+    compute_over_median: float
+
+
+class Straggler(TypedDict):
+    rank: int
+    host: str
+    compute_over_median: float
+
+
+class Ranks(TypedDict):
+    """Per-rank timing of one epoch (mnist_hpc.observe.timing), gathered by rank 0."""
+
+    data_s: Optional[Spread]  # each None where a rank did not measure it
+    compute_s: Optional[Spread]
+    comm_s: Optional[Spread]  # measured on gloo only
+    eval_s: Optional[Spread]
+    slowest: Slowest
+    stragglers: list[Straggler]  # compute time over straggler_threshold x the median
+    straggler_threshold: float
+    peak_memory_bytes: int  # max over the ranks
+
+
+class Epoch(TypedDict):
+    epoch: int
+    train_s: float
+    eval_s: float
+    train_samples: int
+    train_samples_per_s: float
+    comm_s: Optional[float]  # gradient all-reduce time on gloo; None elsewhere
+    train_acc: float  # percent
+    train_loss: float
+    val_acc: float
+    val_loss: float
+    ranks: Ranks
+    tflops: float  # achieved, all ranks
+    mfu: Optional[float]  # None where the device's peak is unknown
+
+
+class Final(TypedDict):
+    test_acc: float
+    test_loss: float
+    val_acc: Optional[float]
+    wall_s: float
+    data_load_s: float
+    init_process_group_s: float
+    train_s: float
+    warmup_s: float  # inside wall_s
+    startup_s: float  # process start to the first step
+
+
+class Resume(TypedDict):
+    epoch: int
+    step: int
+    warnings: list[str]  # what --resume-force let through
+
+
+class Versions(TypedDict):
+    python: str
+    torch: str
+    torchvision: Optional[str]
+    mnist_hpc: str
+    git_commit: Optional[str]
+    cuda: Optional[str]
+    platform: str
+    argv: list[str]
+    hostname: str
+
+
+class Metrics(TypedDict):
+    schema: int
+    run_id: str
+    status: Status
+    error: NotRequired[str]  # when failed: the rank and what went wrong
+    config: dict[str, Any]  # the resolved configuration (mnist_hpc.config.options)
+    model: Model
+    world: World
+    batch: Batch
+    samples: Samples
+    epochs: list[Epoch]
+    final: Final  # {} until the run completes
+    resumed_from: list[Resume]  # where each resume picked up
+    versions: Versions
+
+
+# Which of an epoch's figures are curves over the epochs (TensorBoard's ``epoch/`` scalars).
+EPOCH_CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "train_samples_per_s",
+                "tflops", "mfu")
+
+
+def epoch_curves(record: Epoch) -> dict[str, float]:
+    """The epoch's curve values that are known (``mfu`` is None without a known peak)."""
+    return {key: record[key] for key in EPOCH_CURVES  # type: ignore[literal-required]
+            if record.get(key) is not None}
+
+
+class MetricsError(ValueError):
+    """A metrics.json this version cannot read: what is wrong, and in which file."""
+
+
+def write(run_dir: Path, metrics: Metrics, status: Status, error: Optional[str] = None) -> None:
+    """``<run_dir>/metrics.json``: ``metrics`` with this status (and error), written
+    atomically, so that a killed run never leaves a truncated file."""
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    record = {**metrics, "status": status}
+    if error is not None:
+        record["error"] = error
+    files.write_json(Path(run_dir) / FILENAME, record)
+
+
+def _path(path: Path) -> Path:
+    path = Path(path)
+    return path / FILENAME if path.is_dir() else path
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise MetricsError(f"{path} is not JSON: {exc}") from None
+
+
+def read(path: Path) -> Metrics:
+    """The metrics of a run (``path``: its directory or its metrics.json), checked against
+    the schema. Raises OSError when there is no file to read, MetricsError when it is not a
+    schema-1 metrics.json."""
+    path = _path(path)
+    payload = _load(path)
     if not isinstance(payload, dict):
-        raise ValueError(f"{Path(run_dir) / FILENAME} does not hold a JSON object")
-    return payload
+        raise MetricsError(f"{path}: expected a JSON object, found {_kind(payload)}")
+    if "schema" not in payload:
+        raise MetricsError(f"{path}: key 'schema' is missing")
+    if payload["schema"] != SCHEMA:
+        raise MetricsError(f"{path}: schema {payload['schema']!r}, but this version of "
+                           f"mnist_hpc reads schema {SCHEMA}; read it with the version that "
+                           f"wrote it")
+    hints = get_type_hints(Metrics)
+    if payload.get("status") != COMPLETED and payload.get("final") == {}:
+        hints["final"] = dict  # not there yet
+    try:
+        _check_fields(payload, Metrics, hints, "")
+    except _Mismatch as exc:
+        raise MetricsError(f"{path}: {exc}") from None
+    return payload  # type: ignore[return-value]
 
 
 def status(run_dir: Path) -> Optional[str]:
-    """The status recorded in a run's metrics.json, or None if there is none to read."""
+    """The status recorded in a run's metrics.json, or None if there is none to read. Only
+    the status is checked: a completed run is recognised (and never overwritten) even when
+    the rest of its file is not one this version reads."""
     try:
-        value = read(run_dir).get("status")
-    except (OSError, ValueError):
+        payload = _load(_path(run_dir))
+    except (OSError, MetricsError):
         return None
-    return value if isinstance(value, str) else None
+    value = payload.get("status") if isinstance(payload, dict) else None
+    return value if value in STATUSES else None
+
+
+# --- the shape check ------------------------------------------------------------------------
+
+class _Mismatch(Exception):
+    pass
+
+
+# what each Python type of the schema accepts in parsed JSON (no bool for a number), and
+# how the error message names it
+_JSON_TYPES = {int: ((int,), "an integer"), float: ((int, float), "a number"),
+               str: ((str,), "a string"), bool: ((bool,), "true or false"),
+               list: ((list,), "a list"), dict: ((dict,), "an object")}
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_fields(value: dict, kind: Any, hints: dict, where: str) -> None:
+    for key in hints:
+        if key in kind.__required_keys__ and key not in value:
+            raise _Mismatch(f"key '{where}{key}' is missing")
+    for key, hint in hints.items():
+        if key in value:
+            _check(value[key], hint, f"{where}{key}")
+
+
+def _check(value: Any, kind: Any, where: str) -> None:
+    """Raise _Mismatch naming ``where`` unless ``value`` (parsed JSON) has type ``kind``."""
+    origin, args = get_origin(kind), get_args(kind)
+    if kind is Any:
+        return
+    if origin in (Union, types.UnionType):  # only Optional[X] is used
+        if value is not None:
+            _check(value, next(a for a in args if a is not type(None)), where)
+        return
+    if origin is Literal:
+        if value not in args:
+            raise _Mismatch(f"'{where}' is {value!r}, expected one of "
+                            + ", ".join(map(str, args)))
+        return
+    base = dict if is_typeddict(kind) else origin or kind
+    expected, name = _JSON_TYPES[base]
+    if not isinstance(value, expected) or (isinstance(value, bool) and base is not bool):
+        found = "null" if value is None else f"{_kind(value)} {files.short(value, 40)}"
+        raise _Mismatch(f"'{where}' should be {name}, found {found}")
+    if is_typeddict(kind):
+        _check_fields(value, kind, get_type_hints(kind), f"{where}.")
+    elif origin is list:
+        for index, item in enumerate(value):
+            _check(item, args[0], f"{where}[{index}]")
+    elif origin is dict:
+        for key, item in value.items():
+            _check(item, args[1], f"{where}.{key}")

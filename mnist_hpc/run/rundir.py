@@ -134,7 +134,7 @@ def find_resumable(results_dir: str | Path) -> Optional[Path]:
     preemption interrupted, not one that finished after it."""
     root = Path(results_dir)
     candidates = [p.parent for p in root.glob(f"*/{CHECKPOINT}")] if root.is_dir() else []
-    candidates = [p for p in candidates if metrics_json.status(p) != "completed"]
+    candidates = [p for p in candidates if metrics_json.status(p) != metrics_json.COMPLETED]
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p / CHECKPOINT).stat().st_mtime)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import files, seeds
+from .. import seeds
 from ..config.options import RunConfig
 from ..data import dataset
 from ..data.batches import BatchPlan
@@ -29,7 +29,7 @@ from ..step import engine
 from ..step.graphs import GraphedStep
 from ..step.recipe import Recipe
 from . import checkpoint, rundir
-from .metrics_json import FILENAME
+from . import metrics_json
 
 
 def log(env: DistEnv, message: str) -> None:
@@ -71,7 +71,7 @@ class Run:
     lock: Optional[IO]  # rank 0's hold on the run directory, released when the process ends
     started: float  # perf_counter at the start, for the wall time
     data_load_s: float
-    metrics: dict  # what metrics.json holds
+    metrics: metrics_json.Metrics  # what metrics.json holds (rank 0 writes it)
     history: list = field(default_factory=list)
     start_epoch: int = 0
     start_step: int = 0  # where the next epoch starts: not 0 only when resuming mid-epoch
@@ -84,10 +84,9 @@ class Run:
     def global_batch(self) -> int:
         return self.plan.global_batch
 
-    def write_metrics(self, status: str) -> None:
+    def write_metrics(self, status: metrics_json.Status, error: Optional[str] = None) -> None:
         if self.env.is_main:
-            self.metrics["status"] = status
-            files.write_json(self.run_dir / FILENAME, self.metrics)
+            metrics_json.write(self.run_dir, self.metrics, status, error)
 
     def write_history(self) -> None:
         if self.env.is_main and self.history:

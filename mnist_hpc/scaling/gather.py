@@ -1,14 +1,15 @@
 """Gather a study folder into one RunRecord per run: the numbers measured in each run
-directory's metrics_json.json, or why there are none (missing, unreadable, failed, still running).
+directory's metrics.json (read through ``mnist_hpc.run.metrics_json``), or why there are none
+(missing, unreadable, failed, still running).
 
 Runs are matched to the manifest by run id, then by the job id (the templates name their run
-directories ``pbs-<job>`` or ``slurm-<job>``, and metrics_json.json records the job id too); any
+directories ``pbs-<job>`` or ``slurm-<job>``, and metrics.json records the job id too); any
 other run directory in the folder is reported as well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -44,46 +45,45 @@ class RunRecord:
     parameters: Optional[int] = None
     cpu_threads: Optional[int] = None
     detail: str = ""
-    metrics: dict = field(default_factory=dict)
+    metrics: Optional[metrics_json.Metrics] = None  # None when there is none to read
 
 
-def measure(payload: dict) -> dict:
+def measure(metrics: metrics_json.Metrics) -> dict:
     """Throughput over the epochs after the first (warm-up) when there are two or more."""
-    epochs = payload.get("epochs") or []
+    epochs = metrics["epochs"]
     measured = epochs[1:] if len(epochs) >= 2 else epochs
     if not measured:
         return {}
     train_s = sum(e["train_s"] for e in measured)
-    samples = sum(e.get("train_samples") or e["train_samples_per_s"] * e["train_s"]
-                  for e in measured)
-    comm = [e.get("comm_s") for e in measured]
-    ranks = [e.get("ranks") for e in measured]
-    per_rank = {}
-    if all(ranks):  # runs from before per-rank timing have no "ranks" block
-        per_rank["compute_ratio"] = max(r["slowest"]["compute_over_median"] for r in ranks)
-        if all(r["comm_s"] for r in ranks):
-            per_rank["comm_share"] = sum(r["comm_s"]["median"] for r in ranks) / train_s
-    return {**per_rank,"samples_per_s": samples / train_s, "epoch_s": train_s / len(measured),
+    samples = sum(e["train_samples"] for e in measured)
+    comm = [e["comm_s"] for e in measured]
+    ranks = [e["ranks"] for e in measured]
+    per_rank = {"compute_ratio": max(r["slowest"]["compute_over_median"] for r in ranks)}
+    if all(r["comm_s"] for r in ranks):
+        per_rank["comm_share"] = sum(r["comm_s"]["median"] for r in ranks) / train_s
+    return {**per_rank, "samples_per_s": samples / train_s, "epoch_s": train_s / len(measured),
             "comm_s": (sum(comm) / len(comm)) if all(c is not None for c in comm) else None,
             "measured_epochs": len(measured)}
 
 
 def _record(label: str, run_dir: Path, job_id: Optional[str]) -> RunRecord:
     try:
-        payload = metrics_json.read(run_dir)
-    except (OSError, ValueError) as exc:
-        return RunRecord(label, UNREADABLE, run_dir, job_id, detail=f"{metrics_json.FILENAME}: {exc}")
-    world, batch = payload.get("world", {}), payload.get("batch", {})
-    final = payload.get("final", {})
+        metrics = metrics_json.read(run_dir)
+    except OSError as exc:
+        return RunRecord(label, UNREADABLE, run_dir, job_id,
+                         detail=f"{metrics_json.FILENAME}: {exc}")
+    except metrics_json.MetricsError as exc:  # names the file already
+        return RunRecord(label, UNREADABLE, run_dir, job_id, detail=str(exc))
+    world, batch, final = metrics["world"], metrics["batch"], metrics["final"]
     record = RunRecord(
-        label, payload.get("status", "unknown"), run_dir, job_id or world.get("job_id"),
-        ranks=world.get("world_size"), nodes=world.get("nodes"),
-        global_batch=batch.get("global"), per_rank_batch=batch.get("per_rank"),
-        steps_per_epoch=batch.get("steps_per_epoch"), val_acc=final.get("val_acc"),
-        test_acc=final.get("test_acc"), parameters=(payload.get("model") or {}).get("parameters"),
-        cpu_threads=world.get("cpu_threads") if str(world.get("device")) == "cpu" else None,
-        detail=payload.get("error", ""), metrics=payload)
-    for key, value in measure(payload).items():
+        label, metrics["status"], run_dir, job_id or world["job_id"],
+        ranks=world["world_size"], nodes=world["nodes"],
+        global_batch=batch["global"], per_rank_batch=batch["per_rank"],
+        steps_per_epoch=batch["steps_per_epoch"], val_acc=final.get("val_acc"),
+        test_acc=final.get("test_acc"), parameters=metrics["model"]["parameters"],
+        cpu_threads=world["cpu_threads"] if world["device"] == "cpu" else None,
+        detail=metrics.get("error", ""), metrics=metrics)
+    for key, value in measure(metrics).items():
         setattr(record, key, value)
     if record.status == metrics_json.COMPLETED and record.samples_per_s is None:
         record.status, record.detail = INCOMPLETE, "completed without epoch records"
@@ -101,8 +101,8 @@ def gather(study_dir: Path) -> tuple[Optional[dict], list[RunRecord]]:
     by_job: dict[str, Path] = {}
     for path in run_dirs.values():
         try:
-            job = metrics_json.read(path).get("world", {}).get("job_id")
-        except (OSError, ValueError):
+            job = metrics_json.read(path)["world"]["job_id"]
+        except (OSError, ValueError):  # reported as unreadable below
             continue
         if job:
             by_job[str(job)] = by_job.get(str(job)) or path

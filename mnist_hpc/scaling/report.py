@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _guess_mode(records: list[RunRecord]) -> str:
-    modes = {(r.metrics.get("batch") or {}).get("mode") for r in records if r.metrics}
+    modes = {r.metrics["batch"]["mode"] for r in records if r.metrics}
     return "weak" if modes == {"per-rank"} else "strong"
 
 
@@ -86,17 +86,17 @@ def _report_markdown(study_dir: Path, manifest: Optional[dict], mode: str,
                      records: list[RunRecord], rows: list[Row], problems: list[RunRecord],
                      plots: list[str], model_text: str) -> str:
     completed = [r for r in records if r.status == metrics_json.COMPLETED]
-    versions = completed[0].metrics.get("versions", {}) if completed else {}
-    epochs = [len(r.metrics.get("epochs") or []) for r in completed]
+    # completed runs were read: each has its metrics
+    versions = completed[0].metrics["versions"] if completed else {}
+    epochs = [len(r.metrics["epochs"]) for r in completed]
     measured = sorted({r.measured_epochs for r in completed})
 
     def seen(key: str) -> str:
-        values = {str(r.metrics.get("world", {}).get(key)) for r in completed
-                  if r.metrics.get("world", {}).get(key) is not None}
+        values = {str(r.metrics["world"][key]) for r in completed
+                  if r.metrics["world"][key] is not None}
         return ", ".join(sorted(values)) or "–"
 
-    hosts = sorted({host for r in completed
-                    for host in r.metrics.get("world", {}).get("hostnames") or []})
+    hosts = sorted({host for r in completed for host in r.metrics["world"]["hostnames"]})
     lines = [f"# Scaling report: {(manifest or {}).get('study_id', study_dir.name)}", ""]
     batch_rule = ("strong scaling: the global batch is fixed and split over the ranks"
                   if mode == "strong" else
