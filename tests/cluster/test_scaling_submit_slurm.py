@@ -1,6 +1,5 @@
-"""mnist_hpc.scaling.submit and .schedulers: the exact qsub/sbatch commands, and the rules a
-study must meet (refused whole, nothing submitted); e2e, a 2-point study submitted to a real
-one-node Slurm cluster."""
+"""A 2-point scaling study submitted to a real one-node Slurm cluster, then its report. The
+exact qsub/sbatch commands and the rules a study must meet: tests/run/test_scaling_submit.py."""
 
 from __future__ import annotations
 
@@ -10,15 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import REPO
-from scaling_helpers import (  # noqa: F401  (fixtures)
-    POLARIS,
-    calls,
-    cli,
-    fake_qsub,
-    fake_sbatch,
-    read_csv,
-    write_sweep,
-)
+from scaling_helpers import read_csv, write_sweep
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
 

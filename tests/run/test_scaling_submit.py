@@ -1,6 +1,6 @@
-"""mnist_hpc.scaling.submit and .schedulers: the exact qsub/sbatch commands, and the rules a
-study must meet (refused whole, nothing submitted); e2e, a 2-point study submitted to a real
-one-node Slurm cluster."""
+"""mnist_hpc.scaling.submit and .schedulers: the exact qsub/sbatch commands (recorded by fake
+qsub and sbatch), and the rules a study must meet (refused whole, nothing submitted). A study
+on a real Slurm cluster: tests/cluster/test_scaling_submit_slurm.py."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from scaling_helpers import (  # noqa: F401  (fixtures)
     cli,
     fake_qsub,
     fake_sbatch,
-    read_csv,
     write_sweep,
 )
-from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
 from mnist_hpc.errors import UsageError
 from mnist_hpc.scaling.schedulers import is_slurm_time, parse_walltime
