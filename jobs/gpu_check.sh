@@ -18,7 +18,7 @@ RESULTS="$(mktemp -d)"                    # the runs of steps 3 and 4, removed a
 trap 'rm -rf "$RESULTS"' EXIT
 
 echo "=== 1. GPU tests ==="
-PYTHONPATH=. "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests/test_gpu.py
+PYTHONPATH=. "$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests/run/test_gpu.py
 
 echo "=== 2. bench --device cuda ==="
 "$PYTHON" -m mnist_hpc.bench --device cuda --out "$OUT"
