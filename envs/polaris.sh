@@ -19,12 +19,9 @@
 #
 # Site lines a user changes: POLARIS_MODULEPATH, POLARIS_CONDA_MODULE, MNIST_HPC_VENV.
 
-_mnist_hpc_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-# conda's activate scripts read unset variables and return non-zero on benign paths: relax
-# the caller's strict mode while they run, then restore the caller's -e and -u.
-_mnist_hpc_flags="$-"
-set +eu
+# shellcheck source=envs/venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+mnist_hpc_env_begin
 
 if command -v module >/dev/null 2>&1; then
     # site: where ALCF keeps its modulefiles
@@ -37,13 +34,4 @@ elif [ -n "${PBS_JOBID:-}" ]; then
     echo "envs/polaris.sh: no 'module' command here; conda not loaded" >&2
 fi
 
-# site: a venv elsewhere (e.g. on /eagle) instead of the repo's .venv
-_mnist_hpc_venv="${MNIST_HPC_VENV:-$_mnist_hpc_repo/.venv}"
-if [ -f "$_mnist_hpc_venv/bin/activate" ]; then
-    # shellcheck disable=SC1091
-    source "$_mnist_hpc_venv/bin/activate"
-fi
-
-case "$_mnist_hpc_flags" in *e*) set -e ;; esac
-case "$_mnist_hpc_flags" in *u*) set -u ;; esac
-unset _mnist_hpc_repo _mnist_hpc_venv _mnist_hpc_flags
+mnist_hpc_env_end

@@ -8,12 +8,9 @@
 # Both can also be set per job: sbatch --export=ALL,MODULES="gcc cuda" jobs/slurm.sh
 # With no module system and no venv (a bare test cluster), the caller's PATH is kept as is.
 
-_mnist_hpc_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-
-# module and activate scripts read unset variables: relax the caller's strict mode while
-# they run, then restore the caller's -e and -u.
-_mnist_hpc_flags="$-"
-set +eu
+# shellcheck source=envs/venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+mnist_hpc_env_begin
 
 # site: the modules your cluster's PyTorch needs
 MODULES="${MODULES:-}"
@@ -27,13 +24,4 @@ if [ -n "$MODULES" ]; then
     fi
 fi
 
-# site: a shared venv or conda prefix instead of the repo's .venv
-_mnist_hpc_venv="${MNIST_HPC_VENV:-$_mnist_hpc_repo/.venv}"
-if [ -f "$_mnist_hpc_venv/bin/activate" ]; then
-    # shellcheck disable=SC1091
-    source "$_mnist_hpc_venv/bin/activate"
-fi
-
-case "$_mnist_hpc_flags" in *e*) set -e ;; esac
-case "$_mnist_hpc_flags" in *u*) set -u ;; esac
-unset _mnist_hpc_repo _mnist_hpc_venv _mnist_hpc_flags
+mnist_hpc_env_end

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # What jobs/slurm.sh and jobs/slurm_torchrun.sh share, sourced from the repo root:
 #   slurm_job_setup   check the job, load the environment, read the knobs into variables
-#   preflight CMD...  with PREFLIGHT=1, run the doctor first; a failed check ends the job
-#                     (from jobs/preflight.sh, sourced here)
+#                     (job_args of jobs/common.sh, sourced here, as are preflight and the rest)
+#   print_header TITLE [NAME VALUE]...   job_header with the allocation's lines
 #   run_step CMD...   run the job step with preemption handling, then exit with its status
 #
 # Preemption: Slurm sends SIGUSR1 to the batch shell before the time limit
@@ -19,12 +19,10 @@ die() {
     exit 2
 }
 
-# shellcheck source=jobs/preflight.sh
-source jobs/preflight.sh
+# shellcheck source=jobs/common.sh
+source jobs/common.sh
 
-# Sets REPO CONFIG RESULTS_DIR RUN_ID CPU_ONLY PREFLIGHT, the array extra_args (TRAIN_ARGS)
-# and the array train_args: every trainer flag, which the calling template passes to the
-# trainer (and to the doctor, which takes the same flags).
+# Sets REPO and CPU_ONLY, and job_args's variables (train_args among them).
 # shellcheck disable=SC2034  # the variables are the interface to the caller
 slurm_job_setup() {
     : "${SLURM_JOB_ID:?is not set: submit this script with sbatch}"
@@ -36,55 +34,23 @@ slurm_job_setup() {
     # shellcheck source=envs/slurm.sh
     source envs/slurm.sh
 
-    CONFIG="${CONFIG:-default}"
-    RESULTS_DIR="${RESULTS_DIR:-$REPO/results}"
-    RUN_ID="${RUN_ID:-slurm-$SLURM_JOB_ID}"
-    # NCCL flight recorder: on a collective timeout each rank dumps its last collectives to
-    # <run>/ranks/nccl-trace-rank-N (README "Seeing inside a run" says how to read them);
-    # the trainer makes ranks/ as it starts, so a job stopped before training leaves no run
-    export TORCH_NCCL_DUMP_ON_TIMEOUT="${TORCH_NCCL_DUMP_ON_TIMEOUT:-1}"
-    export TORCH_FR_BUFFER_SIZE="${TORCH_FR_BUFFER_SIZE:-2000}"
-    export TORCH_FR_DUMP_TEMP_FILE="$RESULTS_DIR/$RUN_ID/ranks/nccl-trace-rank-"
     CPU_ONLY="${CPU_ONLY:-0}"
-    preflight_knob
-    epochs_args=()
-    if [ -n "${EPOCHS:-}" ]; then
-        epochs_args=(--epochs "$EPOCHS")
-    fi
-    device_args=()
+    local device_args=()
     if [ "$CPU_ONLY" = 1 ]; then
         device_args=(--device cpu --backend gloo)
     fi
-    # split on whitespace only: quotes, globs and $(...) in TRAIN_ARGS stay literal text
-    read -r -a extra_args <<<"${TRAIN_ARGS:-}"
-    train_args=(
-        --config "$CONFIG"
-        "${epochs_args[@]}"
-        "${device_args[@]}"
-        --results-dir "$RESULTS_DIR"
-        --run-id "$RUN_ID"
-        --resume auto
-        "${extra_args[@]}"
-    )
+    job_args "slurm-$SLURM_JOB_ID" "${device_args[@]}"
 }
 
-# The resolved settings, first in the job log; extra "name value" lines come as arguments.
 print_header() {
     local title="$1"
     shift
-    echo "=== $title: job $SLURM_JOB_ID, attempt $((${SLURM_RESTART_COUNT:-0} + 1)) ($(date -Is)) ==="
-    printf '%-17s %s\n' \
+    job_header "$title: job $SLURM_JOB_ID, attempt $((${SLURM_RESTART_COUNT:-0} + 1))" \
         cluster "${SLURM_CLUSTER_NAME:-?}, partition ${SLURM_JOB_PARTITION:-?}" \
         workdir "$REPO" \
         nodes "$SLURM_JOB_NUM_NODES ($SLURM_JOB_NODELIST)" \
         devices "$(if [ "$CPU_ONLY" = 1 ]; then echo "CPU only"; else echo "GPUs per node: ${SLURM_GPUS_PER_NODE:-none}"; fi)" \
-        "$@" \
-        python "$(command -v python)" \
-        config "$CONFIG" \
-        epochs "${EPOCHS:-preset}" \
-        "extra args" "${extra_args[*]:-none}" \
-        preflight "$(if [ "$PREFLIGHT" = 1 ]; then echo "the doctor first"; else echo off; fi)" \
-        "run directory" "$RESULTS_DIR/$RUN_ID (resumed if it holds a checkpoint)"
+        "$@"
 }
 
 # The trainer's own record of how this attempt ended: metrics.json's status, if rank 0 wrote
@@ -145,23 +111,21 @@ run_step() {
         status=75
     fi
 
-    case "$status" in
-        0) echo "=== done: $RESULTS_DIR/$RUN_ID ===" ;;
-        75)
-            if [ "$_terminated" = 1 ]; then
-                echo "=== cancelled after a checkpoint; resume with --export=ALL,RUN_ID=$RUN_ID ==="
-            elif [ "${SLURM_RESTART_COUNT:-0}" -ge "${MAX_RESTARTS:-20}" ]; then
-                # a run that stops without progress would otherwise requeue forever
-                echo "=== stopped early again after ${SLURM_RESTART_COUNT} restarts (MAX_RESTARTS);" \
-                    "not requeueing: resume with --export=ALL,RUN_ID=$RUN_ID ==="
-            else
-                echo "=== stopped early with a checkpoint: requeueing job $SLURM_JOB_ID ==="
-                # ends this attempt at once; the next one resumes from the checkpoint
-                scontrol requeue "$SLURM_JOB_ID" ||
-                    echo "slurm job: requeue refused; resume with --export=ALL,RUN_ID=$RUN_ID" >&2
-            fi
-            ;;
-        *) echo "=== failed with exit code $status ===" ;;
-    esac
+    local stopped="stopped early with a checkpoint: requeueing job $SLURM_JOB_ID" requeue=0
+    if [ "$_terminated" = 1 ]; then
+        stopped="cancelled after a checkpoint; resume with --export=ALL,RUN_ID=$RUN_ID"
+    elif [ "${SLURM_RESTART_COUNT:-0}" -ge "${MAX_RESTARTS:-20}" ]; then
+        # a run that stops without progress would otherwise requeue forever
+        stopped="stopped early again after ${SLURM_RESTART_COUNT} restarts (MAX_RESTARTS);\
+ not requeueing: resume with --export=ALL,RUN_ID=$RUN_ID"
+    elif [ "$status" = 75 ]; then
+        requeue=1
+    fi
+    job_report "$status" "$stopped"
+    if [ "$requeue" = 1 ]; then
+        # ends this attempt at once; the next one resumes from the checkpoint
+        scontrol requeue "$SLURM_JOB_ID" ||
+            echo "slurm job: requeue refused; resume with --export=ALL,RUN_ID=$RUN_ID" >&2
+    fi
     exit "$status"
 }

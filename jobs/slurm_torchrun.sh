@@ -10,7 +10,7 @@
 # Knobs: CONFIG, EPOCHS, TRAIN_ARGS, RESULTS_DIR, RUN_ID, CPU_ONLY, MAX_RESTARTS, PREFLIGHT
 # as in jobs/slurm.sh (PREFLIGHT=1 runs the doctor with the same srun + torchrun line), and
 #   NPROC_PER_NODE  workers per node      (default: the GPUs Slurm gave the node; 1 without)
-#   RDZV_PORT       rendezvous port       (default: 20000 + job id % 12768)
+#   RDZV_PORT       rendezvous port       (default: python -m mnist_hpc.job port)
 #
 # Preemption: as in jobs/slurm.sh, except that torchrun does not pass SIGUSR1 to its workers
 # (pytorch/pytorch#154849): the USR1 warning reaches torchrun as SIGTERM, which torchrun does
@@ -52,9 +52,8 @@ slurm_job_setup
 # SLURM_GPUS_ON_NODE is set only when the job holds GPUs
 NPROC_PER_NODE="${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}"
 RDZV_HOST="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-# two jobs sharing a node would collide on one fixed port (pytorch/pytorch#126510); the
-# range ends below Linux's ephemeral ports (32768+), which outgoing connections may hold
-RDZV_PORT="${RDZV_PORT:-$((20000 + SLURM_JOB_ID % 12768))}"
+# derived from the job id, as the trainer derives it (mnist_hpc/job/port.py)
+RDZV_PORT="${RDZV_PORT:-$(python -m mnist_hpc.job port)}"
 # torchrun forwards SIGTERM to its workers, not SIGUSR1
 FORWARD_USR1_AS=TERM
 

@@ -1,5 +1,5 @@
 """Who am I in the job, from the launcher's environment alone: rank, local rank, world and
-node layout, job id, rendezvous address and port.
+node layout, job id, rendezvous address and port (the port's formula: ``port``).
 
 Torch-free and without side effects on import, so that ``--help`` and every launcher error
 are answered before torch loads. mpi4py is imported only when an MPI launcher gives no
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 import socket
-import zlib
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from ..errors import UsageError
 from .hostlist import expand as expand_hostlist
+from .port import job_id, master_port
 
 # Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
 # Slurm or PBS allocation) sets its own variables, and the innermost launcher wins.
@@ -82,16 +82,6 @@ def _int(name: str, value: str) -> int:
     except ValueError:
         raise UsageError(f"environment variable {name}={value!r} is not an integer; "
                          f"fix or unset it (it should be set by the launcher)")
-
-
-def job_id(environ: Mapping[str, str]) -> Optional[str]:
-    """The scheduler's job id: PBS, else Slurm (with the array task, if any)."""
-    if environ.get("PBS_JOBID"):
-        return environ["PBS_JOBID"]
-    if environ.get("SLURM_JOB_ID"):
-        task = environ.get("SLURM_ARRAY_TASK_ID")
-        return environ["SLURM_JOB_ID"] + (f"_{task}" if task else "")
-    return None
 
 
 def _tasks_on_node(tasks_per_node: str, node_id: int) -> Optional[int]:
@@ -163,7 +153,7 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         return DistEnv(rank=rank, local_rank=local_rank, world_size=world,
                        local_world_size=local_world, nodes=nodes, node_rank=node_rank,
                        launcher=name, master_addr=environ.get("MASTER_ADDR"),
-                       master_port=_port(environ), job_id=job_id(environ))
+                       master_port=master_port(environ), job_id=job_id(environ))
     return DistEnv(job_id=job_id(environ))
 
 
@@ -208,22 +198,6 @@ def _pbs_hosts(environ: Mapping[str, str]) -> list[str]:
     except OSError as exc:
         raise UsageError(f"cannot read PBS_NODEFILE {path}: {exc.strerror}; fix it, or unset "
                          f"it and export MASTER_ADDR")
-
-
-def _port(environ: Mapping[str, str]) -> Optional[int]:
-    """MASTER_PORT if set, else one derived from the job (and step) id so that two jobs
-    sharing a node don't both take 29500 (pytorch/pytorch#126510). The range stays below
-    Linux's ephemeral ports (32768-60999), which outgoing connections may hold."""
-    if "MASTER_PORT" in environ:
-        port = _int("MASTER_PORT", environ["MASTER_PORT"])
-        if not 1 <= port <= 65535:
-            raise UsageError(f"MASTER_PORT={port} is not a TCP port (1-65535); fix or unset it")
-        return port
-    key = job_id(environ)
-    if key is None:
-        return None
-    key += "." + environ.get("SLURM_STEP_ID", environ.get("SLURM_STEPID", ""))
-    return 20000 + zlib.crc32(key.encode()) % 12768
 
 
 def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:

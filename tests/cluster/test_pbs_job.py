@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from conftest import REPO, clean_env, read_metrics
 
+from mnist_hpc.job.port import job_port
+
 SCRIPT = REPO / "jobs" / "polaris_ddp.pbs"
 JOBID = "12345.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov"
 
@@ -110,8 +112,10 @@ def test_launch_line_uses_polaris_options(tmp_path):
     assert flag_value(train, "--resume") == "auto"
     assert flag_value(train, "--results-dir") == str(REPO / "results")
     assert "--epochs" not in train  # the preset's epochs unless EPOCHS is given
-    # rank 0's host is the first node file entry, as written; the port is derived from the id
-    assert "x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov:32345" in result.stdout
+    # rank 0's host is the first node file entry, as written; the port is the trainer's own
+    # for this job id
+    port = job_port({"PBS_JOBID": JOBID})
+    assert f"x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov:{port}" in result.stdout
 
 
 def test_job_parameters_pass_through_literally(tmp_path):
