@@ -187,7 +187,9 @@ def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
     results = tmp_path / "results"
     env = pbs_env(tmp_path, wrapper, [socket.gethostname()], NGPUS_PER_NODE="2",
                   RESULTS_DIR=str(results), PREFLIGHT="1",
-                  TRAIN_ARGS=f"--device cpu --data-dir {tmp_path / 'no-data'} --quick")
+                  TRAIN_ARGS=f"--device cpu --data-dir {tmp_path / 'no-data'} --quick",
+                  # a job of its own: its port must not meet the training test's
+                  PBS_JOBID=JOBID.replace("12345", "12346"))
     result = run_pbs(env, tmp_path, timeout=120)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -197,6 +199,6 @@ def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
                            "mnist_hpc.doctor"]
     assert "FAIL data: ranks 0-1: data directory" in output, output
     assert "preflight failed with exit code 1: not training" in output, output
-    assert (results / "doctor-pbs-12345.json").exists()
+    assert (results / "doctor-pbs-12346.json").exists()
     assert not (results / "pbs-12345").exists()
 

@@ -153,7 +153,8 @@ def test_a_file_that_cannot_be_a_config_is_refused_quickly_in_one_short_line(tmp
     started = time.monotonic()
     with pytest.raises(UsageError) as refused:
         parse_args(["--config", str(path)])
-    assert time.monotonic() - started < 10
+    # about 1 s on a 2-core CPU; unbounded, the first two would take minutes and gigabytes
+    assert time.monotonic() - started < 30
     message = str(refused.value)
     assert re.search(rf"^config file {re.escape(str(path))} {problem}", message), message
     assert len(message) < 300 and "\n" not in message
