@@ -16,7 +16,7 @@ from typing import Mapping, Optional
 
 from ..errors import UsageError
 from .hostlist import expand as expand_hostlist
-from .port import job_id, master_port
+from .port import job_id, job_port
 
 # Ordered by evidence: a launcher nested in another (torchrun under srun, mpiexec inside a
 # Slurm or PBS allocation) sets its own variables, and the innermost launcher wins.
@@ -153,7 +153,7 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         return DistEnv(rank=rank, local_rank=local_rank, world_size=world,
                        local_world_size=local_world, nodes=nodes, node_rank=node_rank,
                        launcher=name, master_addr=environ.get("MASTER_ADDR"),
-                       master_port=master_port(environ), job_id=job_id(environ))
+                       master_port=_port(environ), job_id=job_id(environ))
     return DistEnv(job_id=job_id(environ))
 
 
@@ -198,6 +198,16 @@ def _pbs_hosts(environ: Mapping[str, str]) -> list[str]:
     except OSError as exc:
         raise UsageError(f"cannot read PBS_NODEFILE {path}: {exc.strerror}; fix it, or unset "
                          f"it and export MASTER_ADDR")
+
+
+def _port(environ: Mapping[str, str]) -> Optional[int]:
+    """MASTER_PORT if set (checked), else the job's port (``port.job_port``)."""
+    if "MASTER_PORT" not in environ:
+        return job_port(environ)
+    port = _int("MASTER_PORT", environ["MASTER_PORT"])
+    if not 1 <= port <= 65535:
+        raise UsageError(f"MASTER_PORT={port} is not a TCP port (1-65535); fix or unset it")
+    return port
 
 
 def rendezvous(env: DistEnv, environ: Mapping[str, str]) -> DistEnv:

@@ -13,8 +13,6 @@ import re
 import zlib
 from typing import Mapping, Optional
 
-from ..errors import UsageError
-
 FIRST_PORT = 20000
 PORT_COUNT = 12768  # FIRST_PORT + PORT_COUNT = 32768, where the ephemeral ports begin
 
@@ -42,17 +40,3 @@ def job_port(environ: Mapping[str, str]) -> Optional[int]:
         return None
     return port_for(key + "." + environ.get("SLURM_STEP_ID", environ.get("SLURM_STEPID", "")))
 
-
-def master_port(environ: Mapping[str, str]) -> Optional[int]:
-    """MASTER_PORT if set (checked), else the job's port."""
-    if "MASTER_PORT" not in environ:
-        return job_port(environ)
-    text = environ["MASTER_PORT"]
-    try:
-        port = int(text)
-    except ValueError:
-        raise UsageError(f"environment variable MASTER_PORT={text!r} is not an integer; "
-                         f"fix or unset it (it should be set by the launcher)")
-    if not 1 <= port <= 65535:
-        raise UsageError(f"MASTER_PORT={port} is not a TCP port (1-65535); fix or unset it")
-    return port

@@ -50,7 +50,6 @@ import pytest
 
 from mnist_hpc.errors import UsageError
 from mnist_hpc.job import layout
-from mnist_hpc.job.port import master_port
 
 # Every variable name the sources above give a launcher. Two are weaker: PALS_LOCAL_SIZE is
 # not in the ALCF guides (job scripts for Aurora's PALS read it), and the mpich entry also
@@ -158,7 +157,7 @@ def test_cray_pals_on_polaris_reads_the_pbs_node_file(tmp_path, monkeypatch):
     assert env.launcher == "pals" and fields(env) == RANK_6_OF_8
     assert env.master_addr == POLARIS_NODES[0]
     assert env.job_id == POLARIS_JOB
-    assert env.master_port == master_port({"PBS_JOBID": POLARIS_JOB})
+    assert env.master_port == layout._port({"PBS_JOBID": POLARIS_JOB})
 
 
 def test_pals_local_rank_from_either_name():
@@ -180,7 +179,7 @@ def test_slurm_rendezvous_on_the_first_node_of_the_step():
     env = layout.rendezvous(layout.detect(SRUN), SRUN)
     assert env.master_addr == "nid001"
     assert env.job_id == "123456"
-    assert env.master_port == master_port(SRUN)
+    assert env.master_port == layout._port(SRUN)
     # a step on part of the allocation: its rank 0 is on the step's first node
     step = {**SRUN, "SLURM_JOB_NODELIST": "nid[001-004]", "SLURM_STEP_NODELIST": "nid[003-004]"}
     assert layout.rendezvous(layout.detect(step), step).master_addr == "nid003"
@@ -444,7 +443,7 @@ def test_inconsistent_ranks_are_errors(rank, world, local, local_world):
 # --- MASTER_PORT ------------------------------------------------------------------------------
 
 def test_port_from_the_job_id_differs_between_jobs_and_stays_in_range():
-    ports = {master_port({"SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0"})
+    ports = {layout._port({"SLURM_JOB_ID": str(job), "SLURM_STEP_ID": "0"})
              for job in range(1000, 1200)}
     assert len(ports) == 200  # jobs submitted close together never share a port
     # registered ports only, and below Linux's ephemeral range (32768-60999) that outgoing
