@@ -51,7 +51,8 @@ cd "$REPO"
 case "$action" in
     train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
     # TEST_WORKERS processes share the tests (pytest-xdist; tests/conftest.py says how).
-    # Most tests wait on launchers and timeouts, so more workers than cores pay.
+    # More workers than cores let tests that wait (timeouts, Slurm requeues) overlap with
+    # tests that compute; the CPU still bounds the whole (README "Tests").
     # TEST_WORKERS=0: one process.
     test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-4}" "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;

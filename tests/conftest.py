@@ -43,6 +43,9 @@ def pytest_collection_modifyitems(items):
             item.add_marker(tier)
 
 
+SHARED_FIXTURE = re.compile(r'@pytest\.fixture\(scope="module"')
+
+
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, when it is installed
 def pytest_xdist_make_scheduler(config, log):
     """Under ``-n`` (pytest-xdist) every test is its own unit of work, except in files that
@@ -61,9 +64,6 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedFixtureScheduling(config, log)
 
 
-SHARED_FIXTURE = re.compile(r'@pytest\.fixture\(scope="module"')
-
-
 def pytest_configure(config):
     # each xdist worker is one of several processes on the machine's cores: one torch
     # thread each instead of every worker starting one per core
@@ -80,6 +80,8 @@ def _mnist_read_once():
     from mnist_hpc.data import mnist_files
 
     mnist_files.load_raw(REPO / "data")
+
+
 @pytest.fixture
 def data_copy(tmp_path) -> Path:
     """A private data dir holding the four .gz files, to corrupt at will."""

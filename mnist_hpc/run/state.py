@@ -28,8 +28,7 @@ from ..observe.observer import Observer
 from ..step import engine
 from ..step.graphs import GraphedStep
 from ..step.recipe import Recipe
-from . import checkpoint, rundir
-from . import metrics_json
+from . import checkpoint, metrics_json, rundir
 
 
 def log(env: DistEnv, message: str) -> None:
