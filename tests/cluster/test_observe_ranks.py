@@ -45,11 +45,9 @@ def test_a_stopped_rank_ends_the_job_with_stacks_and_the_collective_named(kind, 
     result = fault_job(kind, {"FAULT": "stop", "FAULT_STEP": "2"},
                        ["--epochs", "1", "--timeout", str(STOP_TIMEOUT)], tmp_path,
                        timeout=STOP_TIMEOUT + 150)
+    # that the job ends (launch fails the test past its timeout); how soon after the stop is
+    # measured from the stop itself in test_watchdog.py, free of start-up on a busy machine
     assert result.returncode != 0, str(result)
-    # the collective's timeout, the ranks' check-in (5 s), then the launcher ends the stopped
-    # rank: torchrun after its 30 s grace for SIGTERM, hydra at once (the failing rank's
-    # SIGKILL); start-up on a busy machine takes up to half a minute
-    assert result.seconds < STOP_TIMEOUT + 5 + 30 + 45, str(result)
     assert re.search(r"error: rank 0 failed: .*Timed out.*; during the all-reduce of gradients, "
                      r"epoch 0, step 3; no word from rank 1 \(stopped, hung or dead\)",
                      result.output), str(result)
