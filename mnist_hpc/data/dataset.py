@@ -58,15 +58,26 @@ def load_splits(data_dir: str | Path, split_seed: int = 55, limit: Optional[int]
     train_idx, val_idx = split_indices(len(labels), split_seed)
     if limit is not None:
         train_idx, val_idx = train_idx[:limit], val_idx[:limit]
-    test_n = len(raw["t10k-labels-idx1-ubyte"]) if limit is None else limit
     return MNISTSplits(
         train=Split(images[train_idx], labels[train_idx]),
         val=Split(images[val_idx], labels[val_idx]),
-        test=Split(raw["t10k-images-idx3-ubyte"][:test_n].clone(),  # the parsed files are shared
-                   raw["t10k-labels-idx1-ubyte"][:test_n].clone()),
+        test=_test_split(raw, limit),
         train_indices=train_idx,
         val_indices=val_idx,
     )
+
+
+def _test_split(raw: dict, limit: Optional[int]) -> Split:
+    """The 10k test file, or its first ``limit`` images."""
+    test_n = len(raw["t10k-labels-idx1-ubyte"]) if limit is None else limit
+    return Split(raw["t10k-images-idx3-ubyte"][:test_n].clone(),  # the parsed files are shared
+                 raw["t10k-labels-idx1-ubyte"][:test_n].clone())
+
+
+def load_test_split(data_dir: str | Path, limit: Optional[int] = None,
+                    download: bool = False) -> Split:
+    """The test split exactly as ``load_splits`` gives it (``python -m mnist_hpc.evaluate``)."""
+    return _test_split(load_raw(data_dir, download), limit)
 
 
 def to_input(images: torch.Tensor, normalize: bool = False,

@@ -243,13 +243,12 @@ def run_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
     step = run.start_step + result.steps
     if result.stopped and step < run.steps_per_epoch:
         run.stop_early(stop, epoch, step, f"at epoch {epoch}, step {step}")
-    run.start_step = 0
+    run.start_step, last_epoch = 0, epoch + 1 == run.config.epochs
     record_epoch(run, epoch, result, train_s)
-    last_epoch = epoch + 1 == run.config.epochs
     if result.stopped and not last_epoch:  # stopped on the epoch's last step
         run.stop_early(stop, epoch + 1, 0, f"after epoch {epoch}")
-    interval = run.config.checkpoint_interval
-    if interval is not None and (epoch + 1) % interval == 0 and not last_epoch:
+    interval = run.config.checkpoint_interval  # and after the last: a completed run's is final
+    if interval is not None and ((epoch + 1) % interval == 0 or last_epoch):
         run.save_checkpoint(epoch + 1, 0)
 
 
@@ -269,6 +268,7 @@ def finish(run: Run, warmup_s: float, startup_s: float) -> None:
         warmup_s=warmup_s, startup_s=startup_s,
     )
     log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
+    run.save_model()  # before the run is marked completed: every completed run has one
     run.write_metrics(COMPLETED)
     log(run.env, f"Run directory: {run.run_dir}")
 

@@ -25,11 +25,12 @@ from typing import IO, Optional
 import numpy as np
 
 from ..errors import UsageError
-from ..files import REPO_DIR, atomic_write
+from ..files import REPO_DIR, atomic_write, check_path
 from . import metrics_json
 
 HISTORY_COLUMNS = ("train_acc", "train_loss", "val_acc", "val_loss")
 CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"  # the trained network (run.model_file)
 LOCK = ".lock"  # held by the run that owns the directory; names it (host, pid)
 # filesystems without locks (Lustre mounted without -o flock, some NFS set-ups)
 _NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
@@ -114,6 +115,21 @@ def check_not_completed(run_dir: Path) -> None:
     if metrics_json.status(run_dir) == metrics_json.COMPLETED:
         raise UsageError(f"run {run_dir} completed; nothing to resume; start a new run with "
                          f"another --run-id")
+
+
+def model_path(run_dir: str | Path) -> Path:
+    """``run_dir/model.pt``, refused with the fix when it is not there (torch-free: the
+    evaluate command checks it before torch loads)."""
+    fix = "give the directory of a completed run (it holds model.pt), or train one"
+    check_path(str(run_dir), "run directory")
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise UsageError(f"run directory {folder} does not exist; {fix}")
+    path = folder / MODEL
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist: the run has not completed (or was trained "
+                         f"before runs kept their model); {fix}")
+    return path
 
 
 def completed_message(resume: Optional[str], results_dir: str | Path,

@@ -28,7 +28,7 @@ from ..observe.observer import Observer
 from ..step import engine
 from ..step.graphs import GraphedStep
 from ..step.recipe import Recipe
-from . import checkpoint, metrics_json, rundir
+from . import checkpoint, metrics_json, model_file, rundir
 
 
 def log(env: DistEnv, message: str) -> None:
@@ -123,6 +123,12 @@ class Run:
                 "epoch_records": self.metrics["epochs"], "rng": rngs,
                 "world_size": self.env.world_size,
                 "resumed_from": self.metrics["resumed_from"]})
+
+    def save_model(self) -> None:
+        """``model.pt``: the trained network, weights only (run.model_file); rank 0 writes."""
+        if self.env.is_main:
+            model_file.save(self.run_dir, self.recipe.raw_model, self.config,
+                            self.recipe.precision)
 
     def should_stop(self, stop: StopRequest, step: int) -> bool:
         """Asked after each step (``step`` counted from the epoch's start): do all ranks stop?"""

@@ -127,5 +127,12 @@ def build_model(name: str, dropout: bool = True) -> nn.Module:
     return model
 
 
+def probabilities(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (B, 10). The seed network's output is a softmax already: its
+    logits are taken instead, so the probabilities are not squashed a second time."""
+    outputs = model.logits(inputs) if isinstance(model, MNISTClassifier) else model(inputs)
+    return F.softmax(outputs.float(), dim=1)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
