@@ -50,7 +50,7 @@ def test_resume_force_accepts_another_lr_and_records_why(run_dir, capsys):
     assert "(forced: recipe" in out
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed"
-    assert metrics["resumed_from"][-1]["epoch"] == 1
+    assert metrics["resumed_from"][-1]["epoch"] == 2
     assert any("recipe" in w for w in metrics["resumed_from"][-1]["warnings"])
 
 
@@ -105,18 +105,19 @@ def test_refused_resume_in_a_real_process_prints_one_line(run_dir):
 
 @pytest.mark.parametrize("model", ["seed", "cnn", "resnet", "vit"])
 def test_every_model_resumes_in_bf16_to_the_numbers_of_an_unbroken_run(model, tmp_path, capsys):
-    """Each network through a checkpoint and back, in bf16: resuming a copy of a finished
-    2-epoch run (marked as stopped after epoch 0, as a completed run is never resumed) from
-    its epoch-0 checkpoint retrains epoch 1 to the very same history."""
+    """Each network through a checkpoint and back, in bf16: a run stopped by a time limit
+    shorter than its reserve (so after its first step, with a checkpoint) resumes and trains
+    to the very same history as an unbroken run."""
     argv = [*ARGS, "--model", model, "--precision", "bf16", "--epochs", "2",
             "--results-dir", str(tmp_path)]
     code, out, err = run_main([*argv, "--run-id", "unbroken"], capsys)
     assert code == 0, err
-    resumed = Path(shutil.copytree(tmp_path / "unbroken", tmp_path / "resumed"))
-    files.write_json(resumed / "metrics.json", {**read_metrics(resumed), "status": "preempted"})
+    code, out, err = run_main([*argv, "--run-id", "resumed", "--time-limit", "1"], capsys)
+    assert code == 75, err
+    resumed = tmp_path / "resumed"
     code, out, err = run_main([*argv, "--resume", str(resumed)], capsys)
     assert code == 0, err
-    assert f"Resuming {resumed} at epoch 1, step 0" in out
+    assert f"Resuming {resumed} at epoch 0, step 1" in out
     metrics = read_metrics(resumed)
     assert metrics["status"] == "completed"
     assert metrics["batch"]["precision"] == "bf16"
@@ -141,7 +142,7 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """A completed 2-epoch run; its checkpoint.pt is the one written after epoch 0."""
+    """A completed 2-epoch run; its checkpoint.pt is its final state (after epoch 1)."""
     results_dir = tmp_path_factory.mktemp("results")
     code = train.main([*ARGS, "--epochs", "2", "--results-dir", str(results_dir),
                        "--run-id", "base"])
