@@ -62,18 +62,22 @@ class SavedModel:
     eval_batch_size: Optional[int]  # None: the trainer's per-device default
 
 
+def _reason(exc: Exception) -> str:
+    """Why torch could not read a file, in a few words. Torch's own advice for a file its
+    weights-only reader refuses (load it with weights_only=False) would run the file's code:
+    it is not passed on, and a model.pt of ours never needs it."""
+    text = " ".join(str(exc).split())
+    if "weights only" in text.lower() or "weights_only" in text:
+        return "torch's weights-only reader refused it"
+    return text.split(". ")[0][:100] or "the file ends early"
+
+
 def _read(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged file fails in many ways (zip, pickle, storage, ...)
-        # torch's message suggests weights_only=False, which would run the file's code: not
-        # passed on; a model.pt of ours never needs it
-        first_line = (str(exc).strip().splitlines() or [""])[0][:120]
-        if "weights_only" in first_line:
-            first_line = "it holds objects other than tensors and plain containers"
-        raise UsageError(f"cannot read {path} ({type(exc).__name__}: {first_line}); the file "
-                         f"is damaged or not a model.pt: copy it again from the run, or "
-                         f"retrain")
+        raise UsageError(f"cannot read {path} ({type(exc).__name__}: {_reason(exc)}); it is "
+                         f"damaged or not a model.pt: copy it again from the run, or retrain")
     if not (isinstance(payload, dict) and payload.get("format") == FORMAT
             and payload.get("model") in MODELS and isinstance(payload.get("args"), dict)
             and isinstance(payload.get("state_dict"), dict)):
