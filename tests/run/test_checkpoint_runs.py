@@ -172,6 +172,14 @@ def test_resume_force_cannot_put_weights_into_another_network(run_dir, capsys):
     assert snapshot(run_dir) == before
 
 
+def test_a_completed_runs_checkpoint_is_its_final_state_with_the_models_weights(finished_run):
+    payload = checkpoint.load(finished_run / "checkpoint.pt")
+    assert (payload["epoch"], payload["step"], len(payload["history"])) == (2, 0, 2)
+    weights = torch.load(finished_run / "model.pt", weights_only=True)["state_dict"]
+    assert weights.keys() == payload["model"].keys()
+    assert all(torch.equal(weights[key], value) for key, value in payload["model"].items())
+
+
 def test_world_size_change_is_refused_unless_forced(finished_run):
     payload = checkpoint.load(finished_run / "checkpoint.pt")
     config = train.parse_args([*ARGS, "--epochs", "2"])

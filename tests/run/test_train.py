@@ -119,7 +119,7 @@ def test_run_directory_holds_every_file(smoke_run):
     _, run_dir = smoke_run
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "history.npy", "history.csv", "metrics.json", "loss.png",
-            "accuracy.png", "checkpoint.pt"} <= names
+            "accuracy.png", "checkpoint.pt", "model.pt"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     for plot in ("loss.png", "accuracy.png"):
         assert (run_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
