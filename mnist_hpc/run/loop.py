@@ -32,7 +32,7 @@ from ..step import engine, graphs, warmup
 from ..step.models import count_parameters
 from ..step.recipe import Recipe
 from ..step.recipe import build as build_recipe
-from . import checkpoint, metrics_json, rundir
+from . import checkpoint, metrics_json, report, rundir
 from .metrics_json import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
 from .state import Run, log, progress_printer
 
@@ -230,9 +230,7 @@ def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: floa
         ranks=ranks, **efficiency)  # type: ignore[typeddict-item]
     run.observer.plot_epoch(metrics_json.epoch_curves(record), epoch)
     run.metrics["epochs"].append(record)
-    log(run.env, f"Epoch {epoch}: val. loss: {val_eval.loss:.4f}, val. accuracy: "
-                 f"{val_eval.accuracy:.4f} (train {train_s:.1f} s, "
-                 f"{result.samples / train_s:,.0f} samples/s, eval {eval_s:.1f} s); {seen}")
+    log(run.env, report.epoch_line(run.metrics["epochs"], run.config.epochs, seen))
     run.write_history()
     run.write_metrics(RUNNING)
 
@@ -270,7 +268,7 @@ def finish(run: Run, warmup_s: float, startup_s: float) -> None:
     log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
     run.save_model()  # before the run is marked completed: every completed run has one
     run.write_metrics(COMPLETED)
-    log(run.env, f"Run directory: {run.run_dir}")
+    log(run.env, report.summary(run.metrics, run.run_dir) + f"\nRun directory: {run.run_dir}")
 
 
 def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:

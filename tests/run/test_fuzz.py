@@ -58,6 +58,8 @@ def check_outcome(code: int, out: str, err: str, results_dir: Path) -> list[str]
         assert f'"status": "{status}"' in (run_dir / "metrics.json").read_text()
         if code == 75:
             assert (run_dir / "checkpoint.pt").is_file()
+        else:
+            assert (run_dir / "model.pt").is_file()
     return errors
 
 
