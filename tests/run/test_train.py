@@ -113,6 +113,15 @@ def test_prints_the_notebooks_epoch_lines_and_the_run_directory(smoke_run):
     assert "val. accuracy: " in next(l for l in lines if l.startswith("Epoch 1:"))
     assert f"Run directory: {run_dir}" in lines
     assert "\r" not in result.stdout  # no progress bar when stdout is not a terminal
+    # what a batch log needs: the progress, and the run on one screen where it ends
+    assert re.search(r"^Epoch 0: .*; epoch 1/2, train loss [\d.]+, [\d,]+ samples/s \(train "
+                     r"[\d.]+ s, eval [\d.]+ s\), ETA \d:\d\d:\d\d; ", result.stdout, re.M)
+    summary = lines[lines.index(f"Summary of run {run_dir.name} (cnn, 1 rank(s), cpu):"):]
+    assert [line.split()[0] for line in summary[1:]] == [
+        "validation", "test", "wall", "mean", "model", "Run"]
+    assert summary[-2:] == [
+        f"  model                {run_dir / 'model.pt'} (python -m mnist_hpc.evaluate "
+        f"{run_dir} --limit 600)", f"Run directory: {run_dir}"]
 
 
 def test_run_directory_holds_every_file(smoke_run):
