@@ -56,7 +56,7 @@ def summary(metrics: metrics_json.Metrics, run_dir: Path) -> str:
         f"{metrics['samples']['test']:,} images)",
         f"  wall time            {duration(final['wall_s'])} (training "
         f"{duration(train_s)} over {len(epochs)} epoch(s))",
-        f"  mean throughput      "
+        "  mean throughput      "
         + (f"{samples / train_s:,.0f} samples/s while training" if train_s > 0 else "n/a"),
         f"  model                {run_dir / MODEL} (python -m mnist_hpc.evaluate {run_dir}"
         + (f" --limit {limit})" if (limit := metrics["config"].get("limit")) else ")"),
