@@ -9,17 +9,26 @@ run's own plots do (batch jobs have no display).
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write, short
+from ..files import atomic_write
 from ..tables import fmt, text_table
 from . import metrics_json
 
 ABSENT = "(absent)"  # a key one config has and the other has not (a later version added it)
+VALUE_WIDTH = 60
 # the curves compared: (column title, key of metrics_json.Epoch, digits)
 CURVES = (("train acc", "train_acc", 2), ("val acc", "val_acc", 2),
           ("train loss", "train_loss", 4), ("val loss", "val_loss", 4))
+
+
+def value_text(value: Any) -> str:
+    """As ``python -m mnist_hpc.metrics get`` prints values: strings as they are, anything
+    else as JSON; cut to a table cell's width."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= VALUE_WIDTH else text[:VALUE_WIDTH - 1] + "…"
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -29,8 +38,8 @@ def config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, st
     for key in sorted(set(a) | set(b)):
         left, right = a.get(key, missing), b.get(key, missing)
         if left != right:
-            rows.append((key, ABSENT if left is missing else short(left),
-                         ABSENT if right is missing else short(right)))
+            rows.append((key, ABSENT if left is missing else value_text(left),
+                         ABSENT if right is missing else value_text(right)))
     return rows
 
 
@@ -53,8 +62,9 @@ def history_rows(a: list[metrics_json.Epoch], b: list[metrics_json.Epoch]) -> li
 def report(a: metrics_json.Metrics, b: metrics_json.Metrics, names: tuple[str, str]) -> str:
     """The text ``compare`` prints: which run is A and B, the config differences, the
     histories and the test accuracies."""
-    lines = [f"A: {names[0]} ({a['status']}, {len(a['epochs'])} epochs)",
-             f"B: {names[1]} ({b['status']}, {len(b['epochs'])} epochs)", ""]
+    lines = [f"{side}: {name} ({m['status']}, epochs {len(m['epochs'])}/"
+             f"{m['config'].get('epochs', '?')})" for side, name, m in zip("AB", names, (a, b))]
+    lines.append("")
     diff = config_diff(a["config"], b["config"])
     if diff:
         lines += ["config keys that differ:", text_table([("key", "A", "B"), *diff])]
@@ -79,6 +89,7 @@ def plot(a: metrics_json.Metrics, b: metrics_json.Metrics, names: tuple[str, str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for axis, quantity in zip(axes, ("acc", "loss")):
@@ -88,6 +99,7 @@ def plot(a: metrics_json.Metrics, b: metrics_json.Metrics, names: tuple[str, str
                 axis.plot(epochs, [e[f"{split}_{quantity}"] for e in metrics["epochs"]],
                           style, marker="o", color=colour, label=f"{side} {split}")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel("accuracy (%)" if quantity == "acc" else "loss")
         axis.legend(fontsize="small")
     fig.suptitle(f"A: {names[0]}    B: {names[1]}", fontsize="medium")
