@@ -130,7 +130,8 @@ def test_compare_prints_both_histories_and_writes_the_plot(results, tmp_path, ca
     assert runs.main(["compare", "late-done", str(other), "--dir", str(results),
                       "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("A: late-done (completed, epochs 2/2)\nB: faster (completed, epochs 3/3)\n")
+    assert out.startswith("A: late-done (completed, epochs 2/2)\n"
+                          "B: faster (completed, epochs 3/3)\n")
     diff = out[out.index("config keys that differ:"):out.index("history")].splitlines()[1:]
     assert [line.split() for line in diff if line] == [
         ["key", "A", "B"], ["epochs", "2", "3"], ["lr", "0.001", "0.003"]]
