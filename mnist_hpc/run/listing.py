@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UsageError
+from ..files import check_path
 from ..tables import csv_text, fmt, text_table
 from . import metrics_json, rundir
 
@@ -89,14 +90,28 @@ def row(run_dir: Path) -> RunRow:
         samples_per_s=samples_per_s(metrics["epochs"]), note=note)
 
 
+def _holds_metrics(path: Path) -> bool:
+    """A run directory: one that holds a metrics.json, or one this user may not look into
+    (its row then says why it cannot be read)."""
+    try:
+        return path.is_dir() and (path / metrics_json.FILENAME).exists()
+    except PermissionError:
+        return True
+
+
 def find_runs(results_dir: Path) -> list[RunRow]:
     """Every run directory directly under ``results_dir``, oldest start first."""
+    check_path(str(results_dir), "results directory")
     if not results_dir.is_dir():
         raise UsageError(f"results directory {results_dir} does not exist or is not a "
                          f"directory; give the directory that holds the run directories "
                          f"(the trainer's --results-dir)")
-    runs = [row(path) for path in results_dir.iterdir()
-            if path.is_dir() and (path / metrics_json.FILENAME).exists()]
+    try:
+        entries = list(results_dir.iterdir())
+    except OSError as exc:
+        raise UsageError(f"cannot list {results_dir} ({exc.strerror}); give a results "
+                         f"directory you can read") from None
+    runs = [row(path) for path in entries if _holds_metrics(path)]
     return sorted(runs, key=lambda r: (r.started, r.run_id))
 
 

@@ -45,6 +45,9 @@ def results(tmp_path):
     live = write_run(root, "live", "running", started=5000, epoch_s=(2.0,))
     (root / "garbled").mkdir()
     (root / "garbled" / metrics_json.FILENAME).write_text('{"schema": 1, "status": "completed"}')
+    (root / "odd" / metrics_json.FILENAME).mkdir(parents=True)  # there, but not a file
+    for name, started in (("garbled", 500), ("odd", 600)):  # no config.yaml: metrics.json's
+        os.utime(root / name / metrics_json.FILENAME, (started, started))
     (root / "not-a-run").mkdir()  # no metrics.json: not listed
     lock = rundir.lock_run_dir(live)  # this process is the live run
     yield root
@@ -54,7 +57,7 @@ def results(tmp_path):
 def test_rows_say_what_each_run_did_oldest_first(results):
     rows = {row.run_id: row for row in listing.find_runs(results)}
     assert [r.run_id for r in listing.find_runs(results)] == [
-        "first-failed", "stopped", "dead", "late-done", "live", "garbled"]  # garbled: now
+        "garbled", "odd", "first-failed", "stopped", "dead", "late-done", "live"]
     done = rows["late-done"]
     assert (done.status, done.model, done.ranks, done.epochs_done, done.epochs_planned) == (
         "completed", "cnn", 1, 2, 2)
@@ -66,6 +69,8 @@ def test_rows_say_what_each_run_did_oldest_first(results):
     assert rows["dead"].samples_per_s is None and rows["dead"].epochs_done == 0
     assert rows["garbled"].status == listing.UNREADABLE
     assert "key 'run_id' is missing" in rows["garbled"].note
+    assert (rows["odd"].status, rows["odd"].note) == (listing.UNREADABLE,
+                                                      "metrics.json: Is a directory")
     assert "not-a-run" not in rows
 
 
