@@ -6,8 +6,9 @@ compared. Torch-free: it reads run directories only (``mnist_hpc.run.listing`` a
     python -m mnist_hpc.runs compare A B [--dir DIR] [--plot PATH]
                                                            config differences, both histories
 
-DIR defaults to the trainer's default results directory. A and B are run directories or run
-ids under DIR. Bad input (no such directory, an unknown run) exits 2 with the fix.
+DIR defaults to the trainer's default results directory (a directory named ``compare`` is
+given as ``./compare``). A and B are run directories or run ids under DIR. Bad input (no such
+directory, an unknown run) exits 2 with the fix.
 """
 
 from __future__ import annotations

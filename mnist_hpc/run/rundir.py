@@ -123,10 +123,8 @@ def lock_held(run_dir: Path) -> Optional[bool]:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        except OSError as exc:
-            if exc.errno in _NO_LOCKS:
-                return None
-            raise
+        except OSError:  # _NO_LOCKS, or any other reason the probe cannot be made
+            return None
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
 
