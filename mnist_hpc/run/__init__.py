@@ -1,8 +1,10 @@
 """A training run: the loop (``loop``: set up, epochs, finish), the ``Run`` it carries
 (``state``), the run directory and its lock, history and plots (``rundir``), checkpoints
-(``checkpoint``) and the one description of ``metrics.json`` (``metrics_json``).
+(``checkpoint``) and the one description of ``metrics.json`` (``metrics_json``); the runs of
+a results directory listed (``listing``) and two runs compared (``compare``), for
+``python -m mnist_hpc.runs``.
 
 May import everything below it: ``observe``, ``step``, ``data``, ``job``, ``config``,
-``seeds``, ``errors``, ``files``. ``metrics_json`` is torch-free, for the scaling report and
-the job scripts.
+``seeds``, ``errors``, ``files``, ``tables``. ``metrics_json``, ``listing`` and ``compare`` are
+torch-free, for the scaling report, the job scripts and a login node.
 """
