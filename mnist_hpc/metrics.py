@@ -25,16 +25,6 @@ USAGE = ("usage: python -m mnist_hpc.metrics status RUN_DIR | get RUN_DIR KEY | 
          "summary RUN_DIR")
 
 
-def read(run_dir: str) -> metrics_json.Metrics:
-    try:
-        return metrics_json.read(Path(run_dir))
-    except OSError as exc:
-        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}; give a run directory "
-                         f"that holds a {metrics_json.FILENAME}") from None
-    except metrics_json.MetricsError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def lookup(metrics: metrics_json.Metrics, key: str) -> Any:
     """The value at a dotted path; list items by their index."""
     value: Any = metrics
@@ -76,7 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(metrics_json.status(Path(args[1])) or "")
         return EXIT_OK
     try:
-        metrics = read(args[1])
+        metrics = metrics_json.read_for_user(Path(args[1]))
         if command == "summary":
             print(summary(metrics))
         else:

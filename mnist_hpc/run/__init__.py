@@ -2,9 +2,11 @@
 (``state``), the run directory and its lock, history and plots (``rundir``), checkpoints
 (``checkpoint``), the one description of ``metrics.json`` (``metrics_json``), the console's
 epoch lines and summary (``report``), the trained model's ``model.pt`` (``model_file``) and
-its evaluation again, on the test split or on image files (``evaluation``).
+its evaluation again, on the test split or on image files (``evaluation``); the runs of a
+results directory listed (``listing``) and two runs compared (``compare``), for
+``python -m mnist_hpc.runs``.
 
 May import everything below it: ``observe``, ``step``, ``data``, ``job``, ``config``,
-``seeds``, ``errors``, ``files``. ``metrics_json`` and ``report`` are torch-free, for the
-scaling report and the job scripts.
+``seeds``, ``errors``, ``files``, ``tables``. ``metrics_json``, ``report``, ``listing`` and
+``compare`` are torch-free, for the scaling report, the job scripts and a login node.
 """

@@ -18,6 +18,7 @@ from typing import (Any, Literal, NotRequired, Optional, TypedDict, Union, get_a
                     get_origin, get_type_hints, is_typeddict)
 
 from .. import files
+from ..errors import UsageError
 
 FILENAME = "metrics.json"
 SCHEMA = 1
@@ -218,6 +219,18 @@ def read(path: Path) -> Metrics:
     except _Mismatch as exc:
         raise MetricsError(f"{path}: {exc}") from None
     return payload  # type: ignore[return-value]
+
+
+def read_for_user(path: Path) -> Metrics:
+    """``read`` for a command line: a file that is missing or off the schema is a UsageError
+    naming the file, the key and the fix."""
+    try:
+        return read(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}; give a run directory "
+                         f"that holds a {FILENAME}") from None
+    except MetricsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def status(run_dir: Path) -> Optional[str]:

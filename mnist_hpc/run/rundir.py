@@ -110,6 +110,26 @@ def lock_run_dir(run_dir: Path) -> IO[str]:
     return handle
 
 
+def lock_held(run_dir: Path) -> Optional[bool]:
+    """Whether a live process owns ``run_dir`` (holds the lock that ``lock_run_dir`` takes):
+    True or False, None where this cannot tell (no lock file, a filesystem without locks).
+    A run on another node is seen only where the filesystem's locks reach every node
+    (Lustre mounted with ``-o flock``, NFS). The probe is a shared lock, dropped at once."""
+    try:
+        handle = open(Path(run_dir) / LOCK)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # _NO_LOCKS, or any other reason the probe cannot be made
+            return None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def check_not_completed(run_dir: Path) -> None:
     """A completed run is never changed: resuming or reusing it is refused."""
     if metrics_json.status(run_dir) == metrics_json.COMPLETED:

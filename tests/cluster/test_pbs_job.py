@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -85,10 +88,29 @@ def pbs_env(tmp_path: Path, wrapper: Path, nodes: list[str], **extra: str) -> di
     return {k: v for k, v in env.items() if v is not None}
 
 
-def run_pbs(env: dict, tmp_path: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+@dataclass
+class PBSJob:
+    returncode: int
+    stdout: str  # with stderr: what PBS's own <job name>.o<id> would hold
+    stderr: str
+    log_path: Optional[Path]  # the job log the script names on its first line
+    log: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr + self.log
+
+
+def run_pbs(env: dict, tmp_path: Path, timeout: float = 60) -> PBSJob:
     # PBS runs a spooled copy from $HOME: the script must find the repo by PBS_O_WORKDIR
-    return subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    result = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    named = re.match(r"job log: (.+)\n", result.stdout)
+    log_path = Path(named.group(1)) if named else None
+    log = log_path.read_text() if log_path else ""
+    if log_path and log_path.parent == REPO / "results":
+        log_path.unlink()  # the default results directory: leave the repo as it was
+    return PBSJob(result.returncode, result.stdout, result.stderr, log_path, log)
 
 
 def flag_value(argv: list[str], flag: str) -> str:
@@ -100,7 +122,11 @@ def test_launch_line_uses_polaris_options(tmp_path):
     env = pbs_env(tmp_path, wrapper, ["x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov",
                                       "x3001c0s13b1n0.hsn.cm.polaris.alcf.anl.gov"])
     result = run_pbs(env, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.output
+    # the job's log beside the run directories, PBS's own file holding only its path
+    assert result.log_path == REPO / "results" / "pbs-12345.out"
+    assert result.stdout == f"job log: {result.log_path}\n"
+    assert result.log.startswith("=== mnist_hpc on Polaris: job 12345."), result.log
     argv = json.loads(log.read_text())
     # 2 nodes x 4 GPUs, Polaris's binding, the affinity script between launcher and python
     assert argv[:10] == ["-n", "8", "--ppn", "4", "--depth", "8", "--cpu-bind", "depth",
@@ -115,7 +141,7 @@ def test_launch_line_uses_polaris_options(tmp_path):
     # rank 0's host is the first node file entry, as written; the port is the trainer's own
     # for this job id
     port = job_port({"PBS_JOBID": JOBID})
-    assert f"x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov:{port}" in result.stdout
+    assert f"x3001c0s13b0n0.hsn.cm.polaris.alcf.anl.gov:{port}" in result.log
 
 
 def test_job_parameters_pass_through_literally(tmp_path):
@@ -126,7 +152,8 @@ def test_job_parameters_pass_through_literally(tmp_path):
                   TRAIN_ARGS=f"--lr 0.01   --note $(touch {marker}) '*'",
                   PBS_JOBID="4242[7].polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov")
     result = run_pbs(env, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, result.output
+    assert result.log_path == tmp_path / "out" / "pbs-4242_7_.out"
     argv = json.loads(log.read_text())
     assert argv[:4] == ["-n", "2", "--ppn", "2"]
     assert flag_value(argv, "--config") == "seed"
@@ -144,6 +171,7 @@ def test_missing_account_fails_before_launch(tmp_path, account):
     env = pbs_env(tmp_path, wrapper, ["node0"], PBS_ACCOUNT=account)
     result = run_pbs(env, tmp_path)
     assert result.returncode != 0
+    assert result.log_path is None  # before the log moves: PBS's own file has the error
     assert "#PBS -A" in result.stderr and "qsub -A" in result.stderr, result.stderr
     assert not log.exists(), "mpiexec ran although the account check failed"
 
@@ -156,8 +184,6 @@ def test_a_bad_preflight_value_fails_before_launch(tmp_path):
     assert not log.exists(), "mpiexec ran although PREFLIGHT was bad"
 
 
-
-
 def test_pbs_job_trains_with_two_ranks(tmp_path):
     wrapper, log = make_wrapper(tmp_path, dry=False)
     results = tmp_path / "results"
@@ -165,8 +191,9 @@ def test_pbs_job_trains_with_two_ranks(tmp_path):
                   RESULTS_DIR=str(results), CONFIG="default", EPOCHS="1",
                   TRAIN_ARGS="--limit 512 --device cpu --backend gloo --timeout 60")
     result = run_pbs(env, tmp_path, timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    output = result.log
+    assert result.returncode == 0, result.output
+    assert result.log_path == results / "pbs-12345.out"
 
     argv = json.loads(log.read_text())
     assert argv[:8] == ["-n", "2", "--ppn", "2", "--depth", "8", "--cpu-bind", "depth"]
@@ -191,8 +218,8 @@ def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
                   # a job of its own: its port must not meet the training test's
                   PBS_JOBID=JOBID.replace("12345", "12346"))
     result = run_pbs(env, tmp_path, timeout=120)
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
+    output = result.log
+    assert result.returncode == 1, result.output
     argv = json.loads(log.read_text())  # the last launch: the doctor's
     assert argv[:8] == ["-n", "2", "--ppn", "2", "--depth", "8", "--cpu-bind", "depth"]
     assert argv[10:14] == ["jobs/set_affinity_gpu_polaris.sh", "python", "-m",
@@ -200,5 +227,5 @@ def test_a_failed_preflight_stops_the_job_before_training(tmp_path):
     assert "FAIL data: ranks 0-1: data directory" in output, output
     assert "preflight failed with exit code 1: not training" in output, output
     assert (results / "doctor-pbs-12346.json").exists()
-    assert not (results / "pbs-12345").exists()
+    assert not (results / "pbs-12346").exists()
 

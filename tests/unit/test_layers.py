@@ -10,8 +10,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "mnist_hpc"
 # lowest first; a module may import its own layer and those before it
-LAYERS = ["errors", "files", "seeds", "config", "job", "data", "step", "observe", "run",
-          "bench", "doctor", "scaling", "train", "evaluate", "metrics"]
+LAYERS = ["errors", "files", "tables", "seeds", "config", "job", "data", "step", "observe",
+          "run", "bench", "doctor", "scaling", "train", "evaluate", "metrics", "runs"]
 
 
 def module_name(path: Path) -> str:
