@@ -30,7 +30,7 @@ GROUPS = {"throughput": THROUGHPUT_CASES + CUDA_CASES, "epochs": ("epochs",),
 
 def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(
-        prog="python -m mnist_hpc.bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m mnist_hpc.bench",
         description="Training throughput, the seed recipe's wall time and time to accuracy: "
                     "the notebook's loop against this package, in one run on one machine.")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untimed steps before timing (default: 2 on CPU, 20 on GPU)")
     parser.add_argument("--only", default=None,
                         help="comma-separated cases or groups to run: "
-                             + ", ".join(list(GROUPS) + list(CASES) + ["epochs"]
-                                         + list(GROUPS["tta"])))
+                             + ", ".join(dict.fromkeys([*GROUPS, *CASES, *GROUPS["tta"]])))
     parser.add_argument("--evals-per-epoch", type=int, default=4,
                         help="test evaluations per epoch in the time-to-accuracy runs")
     parser.add_argument("--targets", default="98,99", help="test accuracies to time, percent")
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep only the first N images of each split")
     parser.add_argument("--eval-batch-size", type=int, default=None,
                         help="override the presets' eval_batch_size in the package's runs")
-    parser.add_argument("--quick", action="store_true",
+    parser.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                         help="a smoke run (< 1 min on 2 cores): 1 repeat, tiny subsets, "
                              "1 epoch, no compile unless --only names it")
     parser.add_argument("--data-dir", default=str(REPO_DIR / "data"),

@@ -86,7 +86,7 @@ def test_deterministic_runs_repeat_exactly_and_say_so(tmp_path):
     histories = []
     for name in ("first", "second"):
         results = tmp_path / name
-        result = run_trainer(["--limit", "300", "--epochs", "1", "--deterministic", "true",
+        result = run_trainer(["--limit", "300", "--epochs", "1", "--deterministic",
                               "--results-dir", str(results)])
         assert result.returncode == 0, result.stdout + result.stderr
         run_dir = only_run_dir(results)
