@@ -124,9 +124,9 @@ def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: B
 def batch_plan(config: RunConfig, env: DistEnv, n_train: int) -> BatchPlan:
     """How this rank cuts every epoch: the global batch is split over the ranks, or (per-rank
     mode) each rank takes a whole batch."""
-    return BatchPlan(n_train, config.global_batch(env.world_size), env.rank, env.world_size, config.seed,
-                     config.split_seed, config.shuffle, config.augment, config.normalize,
-                     config.channels_last)
+    return BatchPlan(n_train, config.global_batch(env.world_size), env.rank, env.world_size,
+                     config.seed, config.split_seed, config.shuffle, config.augment,
+                     config.normalize, config.channels_last)
 
 
 def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
