@@ -35,7 +35,8 @@ def test_help_does_not_import_torch(tmp_path):
     assert "torch" not in modules, sorted(m for m in modules if m.startswith("torch"))
 
 
-@pytest.mark.parametrize("command", ["mnist_hpc.train", "mnist_hpc.doctor", "mnist_hpc.scaling"])
+@pytest.mark.parametrize("command", ["mnist_hpc.train", "mnist_hpc.doctor", "mnist_hpc.scaling",
+                                     "mnist_hpc.bench"])
 def test_version_does_not_import_torch(command):
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", command, "--version"],
                             capture_output=True, text=True, timeout=120, env=clean_env())
