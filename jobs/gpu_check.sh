@@ -37,9 +37,9 @@ run_and_summarise() {  # LABEL RUN_PARENT TRAIN_ARGS...
 }
 
 echo "=== 3. the fast preset, whole command; --deterministic on and off ==="
-for deterministic in false true; do
-    run_and_summarise "fast, deterministic $deterministic" "$RESULTS/$deterministic" \
-        --config fast --deterministic "$deterministic"
+for deterministic in no-deterministic deterministic; do
+    run_and_summarise "fast, --$deterministic" "$RESULTS/$deterministic" \
+        --config fast "--$deterministic"
 done
 
 if (( RECIPE_SEEDS > 0 )); then

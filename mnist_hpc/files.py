@@ -11,6 +11,7 @@ import json
 import os
 import re
 import reprlib
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -185,10 +186,55 @@ def parse_duration(text: str, bare_unit_s: float = 1.0, days: bool = False) -> f
     return seconds
 
 
+# what a user who knows the old ``--compile true`` form might put after a switch
+_BOOLEAN_WORDS = frozenset(("true", "false", "yes", "no", "on", "off"))
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's real default, printed once: not where the help already says it
+    (``(default`` or ``unset`` in its text), nor for a default of None (the help says what
+    leaving it out does); a switch's as on or off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is None or "(default" in text or "unset" in text
+                or not action.option_strings):
+            return text
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        return super()._get_help_string(action)
+
+
 class UsageParser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2, like every other bad input."""
+    """argparse whose errors are one line and exit 2, like every other bad input; every
+    command has ``--version`` and the one help format (``HelpFormatter``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        from . import __version__
+
+        self.add_argument("--version", action="version", version=f"mnist_hpc {__version__}",
+                          help="print mnist_hpc's version and exit")
 
     def error(self, message: str) -> None:
         if len(message) > 200:  # argparse quotes the offending value whole
             message = message[:200] + "..."
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._refuse_switch_values(list(sys.argv[1:] if args is None else args))
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_switch_values(self, args: list[str]) -> None:
+        """Switches take no value: ``--compile true`` (the old form) is named with its fix,
+        not left to argparse's "unrecognized arguments: true"."""
+        switches = {option: action for action in self._actions
+                    if isinstance(action, argparse.BooleanOptionalAction)
+                    for option in action.option_strings}
+        for flag, following in zip(args, args[1:] + [""]):
+            option, equals, value = flag.partition("=")
+            if option in switches and (equals or following.lower() in _BOOLEAN_WORDS):
+                on, off = switches[option].option_strings[:2]
+                raise UsageError(f"{option} takes no value (got {short(value or following)}); "
+                                 f"use {on} or {off}")

@@ -13,7 +13,9 @@ import sys
 import threading
 from typing import Optional
 
-from .config.flags import parse_args
+from .config.flags import parse_command_line
+from .config.options import RunConfig
+from .config.resolve import record_yaml
 from .errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -53,13 +55,27 @@ def _print_error(message: str, rank: int = 0) -> None:
     print(f"{ranklog.tag(rank)}error: {message}", file=sys.stderr, flush=True)
 
 
+def _print_config(config: RunConfig) -> int:
+    """``--print-config``: the config resolved as a run started here would resolve it (torch
+    loads to see the devices), as YAML on rank 0; nothing is trained or written."""
+    job = layout.detect(os.environ)
+    from .run import record  # torch
+
+    resolved = record.preview(config, job)
+    if job.is_main:
+        print(record_yaml(resolved, job.world_size), end="", flush=True)
+    return EXIT_OK
+
+
 def main(argv: Optional[list[str]] = None, keep_signal_handlers: bool = False) -> int:
     """Train; return the exit code. ``keep_signal_handlers``: the process ends right after,
     so a launcher's SIGTERM to the slower ranks (srun --kill-on-bad-exit, once the first
     rank has exited 75) must not kill them during teardown and turn 75 into 143."""
     rank = layout.detect_leniently(os.environ).rank
     try:
-        config = parse_args(argv)
+        config, print_config = parse_command_line(argv)
+        if print_config:
+            return _print_config(config)
     except UsageError as exc:
         if rank == 0:
             _print_error(str(exc))

@@ -25,7 +25,7 @@ PYTHON = sys.executable
 #: all-reduced sample counts are exact only if no rank pads or drops
 LIMIT = 999
 #: what the equivalence runs share: no dropout (otherwise every world size draws other masks)
-COMMON = ["--limit", str(LIMIT), "--epochs", "2", "--dropout", "false", "--device", "cpu",
+COMMON = ["--limit", str(LIMIT), "--epochs", "2", "--no-dropout", "--device", "cpu",
           "--backend", "gloo"]
 
 
@@ -98,7 +98,7 @@ def trained(kind: str, shuffle: bool, tmp_path_factory: pytest.TempPathFactory) 
     key = (kind, shuffle)
     if key not in _runs:
         results = tmp_path_factory.mktemp(f"{kind}-shuffle-{shuffle}")
-        result = train(kind, COMMON + ["--shuffle", str(shuffle).lower()], results)
+        result = train(kind, COMMON + ["--shuffle" if shuffle else "--no-shuffle"], results)
         assert result.returncode == 0, str(result)
         _runs[key] = only_run_dir(results)
     return _runs[key]

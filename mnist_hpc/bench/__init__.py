@@ -12,7 +12,8 @@
   them (``package``), timed until test accuracy first reaches each target.
 
 A table goes to stdout and everything, with the machine and versions, to a JSON file
-(``report``, ``machine``, ``cli``).
+(``report``, ``machine``). ``cli`` (the command line) and ``names`` (what can be measured) are
+torch-free; ``run`` makes the measurements.
 """
 
 from .cli import main, main_exit

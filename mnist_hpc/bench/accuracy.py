@@ -12,8 +12,6 @@ from ..step import engine
 from .package import preset, run_recipe
 from .settings import Settings
 
-TTA_PRESETS = ("default", "fast")
-
 
 def bench_time_to_accuracy(name: str, settings: Settings, log: Callable[[str], None]) -> dict:
     device = settings.device

@@ -24,11 +24,6 @@ from ..step.models import MNISTClassifier
 from . import notebook
 from .settings import SEED, Settings
 
-THROUGHPUT_CASES = ("notebook", "loader", "device", "device_cl", "bf16_cl", "compiled")
-# larger batches, CUDA graphs and max-autotune only pay off (or only run) on a GPU
-CUDA_CASES = ("bf16_cl_2048", "compiled_2048", "graphed_256", "graphed_bf16_256", "graphed_512",
-              "graphed_bf16_512", "graphed_compiled_2048", "max_autotune_2048")
-
 
 @dataclass(frozen=True)
 class Case:
@@ -45,6 +40,7 @@ class Case:
     graphs: bool = False  # the step captured in CUDA graphs (graphs.GraphedStep)
 
 
+# one case per name of names.THROUGHPUT_CASES and names.CUDA_CASES, in their order
 CASES = {case.name: case for case in (
     Case("notebook", "notebook loop: DataLoader + ToTensor, fp32", loader="notebook"),
     Case("loader", "package, torchvision loader, fp32", loader="torchvision"),

@@ -1,6 +1,7 @@
 """How an option of a run is declared: ``option(default, help, recipe=..., ...)`` once, as a
 field of RunConfig, and everything else (choices, the command-line flag and how it reads its
-text, the help, the recipe hash's fields) is read back from that declaration.
+text, the help, the recipe hash's fields) is read back from that declaration. A bool option's
+flag is a switch with its negation (``--compile``, ``--no-compile``), from its type alone.
 
 Torch-free, like the rest of ``config``.
 """
@@ -21,15 +22,14 @@ class Declaration:
     help: str  # why the option exists and what its values mean; also the flag's help
     recipe: bool  # True: it decides the numbers, so a checkpoint resumes only if it matches
     choices: tuple = ()  # the values allowed (strings); empty: any value of the type
-    switch: bool = False  # a bare flag (``--download``) instead of ``--flag VALUE``
     parse: Optional[Callable[[str], Any]] = None  # reads the flag's text; None: from the type
 
 
-def option(default: Any, help: str, *, recipe: bool, choices: tuple = (), switch: bool = False,
+def option(default: Any, help: str, *, recipe: bool, choices: tuple = (),
            parse: Optional[Callable[[str], Any]] = None) -> Any:
     """A RunConfig field declared once. ``recipe`` has no default: every option must say
     whether a checkpoint may resume with it changed."""
-    declaration = Declaration(help, recipe, tuple(choices), switch, parse)
+    declaration = Declaration(help, recipe, tuple(choices), parse)
     return dataclasses.field(default=default, metadata={"option": declaration})
 
 
@@ -42,15 +42,6 @@ def declaration(field: dataclasses.Field) -> Declaration:
 
 
 # --- reading a flag's text (argparse turns ArgumentTypeError into a one-line exit 2) ---------
-
-def parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{short(text)} is not a boolean (true/false)")
-
 
 def parse_numbers(text: str) -> tuple:
     """``0.9,0.999`` -> (0.9, 0.999): a tuple option on the command line."""
@@ -70,4 +61,4 @@ def parse_walltime(text: str) -> float:
                                          f"H:MM:SS") from None
 
 
-TEXT_PARSERS = {bool: parse_bool, int: int, float: float, str: str, tuple: parse_numbers}
+TEXT_PARSERS = {int: int, float: float, str: str, tuple: parse_numbers}

@@ -68,26 +68,31 @@ def flag_name(field: str) -> str:
 
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, default: object) -> None:
-    """One option's flag, read from its declaration. Its argparse default stays None, so a
-    flag overrides the YAML file only when given; help prints RunConfig's real default."""
+    """One option's flag, read from its declaration: a bool is a switch with its ``--no-``
+    form, choices are shown as the metavar (RunConfig checks them, with its one message).
+    Its argparse default stays None, so a flag overrides the YAML file only when given;
+    help prints RunConfig's real default, once (an unset default's meaning is in its help,
+    or it is shown as unset)."""
     declared = DECLARATIONS[name]
     text = declared.help.replace("%", "%%")  # argparse %-formats help text
-    if declared.choices:
-        text += f"; one of: {', '.join(declared.choices)}"
-    if FIELD_TYPES[name] is bool and not declared.switch:
-        text += " (true/false)"
-    if declared.switch:
-        parser.add_argument(flag_name(name), dest=name, action="store_true", default=None,
-                            help=text)
-        return
     hint = FIELD_TYPES[name]
     kind = next((a for a in get_args(hint) if a is not type(None)), hint)  # Optional[X] -> X
-    metavar = (",".join(f"{name[0].upper()}{i + 1}" for i in range(len(default)))
-               if kind is tuple else None)
-    shown = ",".join(map(str, default)) if kind is tuple else default
+    if kind is bool:
+        parser.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
+                            default=None, help=f"{text} (default: {'on' if default else 'off'})")
+        return
+    if kind is tuple:
+        metavar = ",".join(f"{name[0].upper()}{i + 1}" for i in range(len(default)))
+        shown = ",".join(map(str, default))
+    else:
+        metavar = "{" + ",".join(declared.choices) + "}" if declared.choices else None
+        shown = default
+    if shown is not None:
+        text += f" (default: {str(shown).replace('%', '%%')})"
+    elif "unset" not in text:
+        text += " (default: unset)"
     parser.add_argument(flag_name(name), dest=name, type=declared.parse or TEXT_PARSERS[kind],
-                        default=None, metavar=metavar,
-                        help=f"{text} (default: {str(shown).replace('%', '%%')})")
+                        default=None, metavar=metavar, help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,16 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="python -m mnist_hpc.train",
                          description="Train a CNN on MNIST on one process or many (DDP).")
     parser.add_argument("--config", default="default",
-                        help=f"preset ({', '.join(preset_names())}) or YAML file "
-                             "(default: %(default)s)")
+                        help=f"preset ({', '.join(preset_names())}) or YAML file")
+    parser.add_argument("--print-config", action=argparse.BooleanOptionalAction, default=False,
+                        help="print the config this run would use, resolved (device, backend, "
+                             "precision, CUDA graphs) as YAML, and exit without training")
     for name in FIELD_NAMES:
         _add_flag(parser, name, getattr(defaults, name))
     return parser
 
 
-def parse_args(argv: Optional[list[str]] = None) -> RunConfig:
-    """CLI -> RunConfig. Raises UsageError on any bad input."""
+def parse_command_line(argv: Optional[list[str]] = None) -> tuple[RunConfig, bool]:
+    """CLI -> (RunConfig, whether --print-config asks for the config instead of a run).
+    Raises UsageError on any bad input. Paths stay as given (``~`` expanded), relative ones
+    relative to where the run starts, so the recorded config works elsewhere too."""
     args = vars(build_parser().parse_args(argv))
+    print_config = args.pop("print_config")
     check_path(args["config"], "--config")
     path = resolve_config_path(args.pop("config"))
     values = load_yaml(path)
@@ -114,7 +124,10 @@ def parse_args(argv: Optional[list[str]] = None) -> RunConfig:
             check_path(values[key], key)
     for key in ("data_dir", "results_dir"):
         if key in values and isinstance(values[key], str):
-            values[key] = str(Path(values[key]).expanduser().resolve())
-    return make_config(values, source=str(path))
+            values[key] = os.path.expanduser(values[key])
+    return make_config(values, source=str(path)), print_config
 
 
+def parse_args(argv: Optional[list[str]] = None) -> RunConfig:
+    """CLI -> RunConfig (``--print-config`` is the trainer's alone: ignored here)."""
+    return parse_command_line(argv)[0]

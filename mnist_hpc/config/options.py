@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
-import yaml
 
 from ..errors import UsageError
 from ..files import REPO_DIR, check_name, short
@@ -61,8 +60,8 @@ class RunConfig:
                        "split_seed)", recipe=True)
     split_seed: int = option(55, "seed of the 80/20 train/validation split (the notebook's "
                              "torch.Generator().manual_seed(55))", recipe=True)
-    dropout: bool = option(True, "keep the network's dropout layers; false zeroes them, to "
-                           "compare 1 rank with N exactly", recipe=True)
+    dropout: bool = option(True, "keep the network's dropout layers; --no-dropout zeroes "
+                           "them, to compare 1 rank with N exactly", recipe=True)
     normalize: bool = option(False, "standardise inputs with MNIST mean/std; off: the "
                              "notebook's [0, 1]", recipe=True)
     limit: Optional[int] = option(None, "keep only the first N images of each split (smoke "
@@ -78,7 +77,7 @@ class RunConfig:
     data_dir: str = option(str(REPO_DIR / "data"), "directory holding MNIST/raw/*.gz "
                            "(torchvision's layout)", recipe=False)
     download: bool = option(False, "let torchvision download missing MNIST files",
-                            recipe=False, switch=True)
+                            recipe=False)
     results_dir: str = option(str(REPO_DIR / "results"), "where run directories are created",
                               recipe=False)
     run_id: Optional[str] = option(None, "name of the run directory; unset: time + random "
@@ -116,7 +115,7 @@ class RunConfig:
     resume: Optional[str] = option(None, "RUN_DIR, latest, or auto (resume --run-id if it has a "
                                    "checkpoint)", recipe=False)
     resume_force: bool = option(False, "resume even if the checkpoint's recipe differs",
-                                recipe=False, switch=True)
+                                recipe=False)
     time_limit: Optional[float] = option(None, "stop cleanly with a checkpoint before this wall "
                                          "time (seconds or H:MM:SS)", recipe=False,
                                          parse=parse_walltime)
@@ -201,6 +200,11 @@ class RunConfig:
             return self.eval_batch_size
         return 2048 if device_type == "cuda" else 128
 
+    def global_batch(self, world_size: int) -> int:
+        """The samples of one step over all ranks: the batch split over them, or (per-rank
+        mode) a whole batch each."""
+        return self.batch_size * (world_size if self.batch_mode == "per-rank" else 1)
+
     @property
     def checkpoint_interval(self) -> Optional[int]:
         """Epochs between checkpoints, with the default applied (None: no checkpoints)."""
@@ -267,10 +271,6 @@ def make_config(values: dict, source: str = "config") -> RunConfig:
             raise unknown_key(key, source)
         checked[key] = _coerce(key, value)
     return RunConfig(**checked)
-
-
-def to_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def replace(config: RunConfig, **changes: Any) -> RunConfig:

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--data-dir, --results-dir, --device, --backend, --timeout, ...): the doctor "
                "checks the data, results directory, device and backend that training would "
                "use, and ignores the rest.")
-    parser.add_argument("--quick", action="store_true",
+    parser.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                         help=f"benchmark up to {QUICK_MAX_BYTES} bytes (unless --max-bytes) "
                              "with fewer iterations, for tests")
     parser.add_argument("--max-bytes", type=_bytes, default=None,

@@ -1,6 +1,7 @@
 """A training run: the loop (``loop``: set up, epochs, finish), the ``Run`` it carries
 (``state``), the run directory and its lock, history and plots (``rundir``), checkpoints
-(``checkpoint``), the one description of ``metrics.json`` (``metrics_json``), the console's
+(``checkpoint``), the resolved config it records and ``--print-config`` (``record``), the one
+description of ``metrics.json`` (``metrics_json``), the console's
 epoch lines and summary (``report``), the trained model's ``model.pt`` (``model_file``) and
 its evaluation again, on the test split or on image files (``evaluation``); the runs of a
 results directory listed (``listing``) and two runs compared (``compare``), for

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import torch
 
@@ -79,13 +79,14 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
     return run_dir
 
 
-def check_compatible(payload: dict, recipe_hash: str, model: str, world_size: int,
-                     force: bool) -> list[str]:
-    """Refuse a checkpoint from another recipe unless forced; return warnings to print."""
+def check_compatible(payload: dict, recipe_hashes: Collection[str], model: str,
+                     world_size: int, force: bool) -> list[str]:
+    """Refuse a checkpoint from another recipe unless forced; return warnings to print.
+    ``recipe_hashes``: those of this run's recipe (``config.resolve.recipe_hashes``)."""
     problems = []
     if payload.get("config", {}).get("model") != model:
         problems.append(f"model {payload.get('config', {}).get('model')!r} != {model!r}")
-    if payload.get("recipe_hash") != recipe_hash:
+    if payload.get("recipe_hash") not in recipe_hashes:
         problems.append("recipe (lr, batch, optimizer, seed, ...) differs")
     if payload.get("world_size") != world_size:
         problems.append(f"world size {payload.get('world_size')} != {world_size} "

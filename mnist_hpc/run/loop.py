@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .. import files
-from ..config.options import RunConfig, to_yaml
+from ..config.options import RunConfig
+from ..config.resolve import record_yaml
 from ..data import batches, dataset
 from ..data.batches import BatchPlan
 from ..errors import EXIT_OK, Preempted, describe
@@ -32,7 +33,7 @@ from ..step import engine, graphs, warmup
 from ..step.models import count_parameters
 from ..step.recipe import Recipe
 from ..step.recipe import build as build_recipe
-from . import checkpoint, metrics_json, report, rundir
+from . import checkpoint, metrics_json, record, report, rundir
 from .metrics_json import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
 from .state import Run, log, progress_printer
 
@@ -95,7 +96,8 @@ def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
 def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: BatchPlan,
                   recipe: Recipe, cuda_graphs: bool, hostnames: list[str],
                   flops_per_sample: Optional[float], run_id: str) -> metrics_json.Metrics:
-    """metrics.json as the run starts (its schema: mnist_hpc.run.metrics_json)."""
+    """metrics.json as the run starts (its schema: mnist_hpc.run.metrics_json); ``config``
+    is the resolved one, as config.yaml records it."""
     return metrics_json.Metrics(
         schema=SCHEMA, run_id=run_id, status=RUNNING, config=config.to_dict(),
         model=metrics_json.Model(
@@ -122,11 +124,9 @@ def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: B
 def batch_plan(config: RunConfig, env: DistEnv, n_train: int) -> BatchPlan:
     """How this rank cuts every epoch: the global batch is split over the ranks, or (per-rank
     mode) each rank takes a whole batch."""
-    global_batch = config.batch_size * (env.world_size if config.batch_mode == "per-rank"
-                                        else 1)
-    return BatchPlan(n_train, global_batch, env.rank, env.world_size, config.seed,
-                     config.split_seed, config.shuffle, config.augment, config.normalize,
-                     config.channels_last)
+    return BatchPlan(n_train, config.global_batch(env.world_size), env.rank, env.world_size,
+                     config.seed, config.split_seed, config.shuffle, config.augment,
+                     config.normalize, config.channels_last)
 
 
 def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
@@ -135,8 +135,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     started = time.perf_counter()
     device = torch.device(env.device)
     cuda_graphs = graphs.wanted(config, env, device)  # refused before anything is written
-    global_batch = batch_plan(config, env, 0).global_batch
-    splits = load_data(config, env, device, global_batch)
+    splits = load_data(config, env, device, config.global_batch(env.world_size))
     data_load_s = time.perf_counter() - started
     run_dir, state, done, lock = prepare_run_dir(config, env)
     if done is not None:
@@ -156,14 +155,15 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     step = (graphs.GraphedStep(model, recipe.optimizer, observer.tap or recipe.loss_fn,
                                env.world_size, recipe.precision, device)
             if cuda_graphs else None)
-    metrics = first_metrics(config, env, device, plan, recipe, cuda_graphs, hostnames,
+    ran = record.resolve(config, env, device, run_dir.name)
+    metrics = first_metrics(ran, env, device, plan, recipe, cuda_graphs, hostnames,
                             observer.flops_per_sample, run_dir.name)
     run = Run(config, env, device, splits, plan, recipe, model, step, comm_timer, observer,
               run_dir, lock, started, data_load_s, metrics)
     if state is not None:
         run.resume(state)
     if env.is_main:
-        files.atomic_write(run_dir / "config.yaml", to_yaml(config))
+        files.atomic_write(run_dir / "config.yaml", record_yaml(ran, env.world_size))
     run.write_metrics(RUNNING)
     log(env, f"{config.model}: {count_parameters(recipe.raw_model):,} parameters, world size "
              f"{env.world_size} ({env.launcher}, {env.backend or 'no process group'}, {device}), "

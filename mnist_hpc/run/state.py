@@ -17,6 +17,7 @@ from torch import nn
 
 from .. import seeds
 from ..config.options import RunConfig
+from ..config.resolve import recipe_hashes
 from ..data import dataset
 from ..data.batches import BatchPlan
 from ..errors import Preempted
@@ -96,7 +97,8 @@ class Run:
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, RNG, position, records."""
         config, env = self.config, self.env
-        warnings = checkpoint.check_compatible(state, config.recipe_hash(), config.model,
+        graphed = self.step is not None
+        warnings = checkpoint.check_compatible(state, recipe_hashes(config, graphed), config.model,
                                                env.world_size, config.resume_force)
         checkpoint.restore(state, self.recipe.raw_model, self.recipe.optimizer,
                            self.recipe.scheduler, env.rank, env.world_size, self.device)

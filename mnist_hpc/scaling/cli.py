@@ -62,8 +62,7 @@ def _number(kind: type, minimum: float, strict: bool = False) -> Callable[[str],
 def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="python -m mnist_hpc.scaling",
                          description="Scaling studies: plan a sweep, submit it or run it here, "
-                                     "then report throughput, speedup and efficiency.",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     "then report throughput, speedup and efficiency.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     sweep_help = "sweep YAML (a path, or a shipped one: " + ", ".join(
         sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))) + ")"
@@ -72,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, summary: str, func: Callable,
                 sweep: bool = True) -> argparse.ArgumentParser:
         """A subcommand; ``sweep``: it takes a sweep file."""
-        p = sub.add_parser(name, help=summary,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=summary, description=summary)
         p.set_defaults(func=func)
         if sweep:
             p.add_argument("sweep", help=sweep_help)
@@ -82,16 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("plan", "list the runs of a sweep with their batches", cmd_plan)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                   help="print the plan as JSON")
 
     p = command("submit", "check the whole study, then submit one job per run", cmd_submit)
-    p.add_argument("--scheduler", choices=SCHEDULERS, required=True)
-    p.add_argument("--dry-run", action="store_true",
+    p.add_argument("--scheduler", choices=SCHEDULERS, required=True,
+                   help="the cluster's scheduler: its section of the sweep and its job template")
+    p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
                    help="check and print the exact commands; submit nothing")
     p.add_argument("--account", help="project to charge (overrides the sweep's)")
     p.add_argument("--study-id", help=study_id_help)
-    p.add_argument("--no-test-only", action="store_true",
-                   help="slurm: skip the sbatch --test-only check (format checks only)")
+    p.add_argument("--test-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="slurm: check every job with sbatch --test-only first; off: format "
+                        "checks only")
 
     p = command("local", "run the sweep here, one run after another", cmd_local)
     p.add_argument("--launcher", choices=LOCAL_LAUNCHERS,
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mpiexec only: bind each rank to N cores; 0: unbound, the ranks share "
                         "the machine (default: the sweep's local.cores_per_rank)")
     p.add_argument("--study-id", help=study_id_help)
-    p.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
+    p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
+                   help="print the commands; run nothing")
 
     p = command("report", "tables and plots from a study folder", cmd_report, sweep=False)
     p.add_argument("study_dir", help="the study folder (<results_dir>/<study_id>)")
@@ -114,13 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute time of one training step of --batch samples on one rank")
     p.add_argument("--batch", type=_number(int, 1), default=512,
                    help="global batch (strong) or per-rank batch (weak)")
-    p.add_argument("--mode", choices=MODES, default="strong")
+    p.add_argument("--mode", choices=MODES, default="strong",
+                   help="strong: a fixed global batch; weak: a fixed batch per rank")
     p.add_argument("--network", help=f"GB_PER_S,LATENCY_US (default: {DEFAULT_NETWORK})")
     p.add_argument("--from", dest="from_doctor", metavar="DOCTOR_JSON",
                    help="the network as python -m mnist_hpc.doctor measured it (its doctor.json)")
     p.add_argument("--params", type=_number(int, 1), default=1_199_882,
                    help="parameters all-reduced")
-    p.add_argument("--ranks", default="1,2,4,8,16,32,64,128,256,512,1024")
+    p.add_argument("--ranks", default="1,2,4,8,16,32,64,128,256,512,1024",
+                   help="comma-separated rank counts to model")
     return parser
 
 

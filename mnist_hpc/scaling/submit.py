@@ -62,7 +62,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                         f"or use --dry-run to print the commands")
     checked = "format and queue rules"
     if scheduler == "slurm" and not problems:
-        if shutil.which("sbatch") and not args.no_test_only:
+        if shutil.which("sbatch") and args.test_only:
             problems += slurm_test_only(sweep, runs, study_dir, study_id, account)
             checked = "sbatch --test-only"
         else:

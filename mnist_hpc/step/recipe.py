@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import seeds
 from ..config.options import RunConfig
+from ..config.resolve import precision_ran
 from . import sync_batchnorm
 from .engine import Precision
 from .models import build_model
@@ -52,7 +53,7 @@ def precision_for(config: RunConfig, device: torch.device, graphs: bool = False)
     """``auto``: bf16 only where it was measured to pay, a CUDA-graphed step (on one H200,
     batch 512: 427k vs 313k samples/s fp32); eager, autocast's extra launches made it slower
     than fp32 (187k vs 229k), and on CPU fp32 keeps the notebook's numbers."""
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and graphs)
+    use_bf16 = precision_ran(config.precision, graphs) == "bf16"
     return Precision(dtype=torch.bfloat16 if use_bf16 else None,
                      channels_last=config.channels_last, normalize=config.normalize)
 

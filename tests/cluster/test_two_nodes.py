@@ -42,7 +42,7 @@ def test_torchrun_across_two_nodes_trains_like_one_node(nodes, tmp_path, tmp_pat
                        "--nproc_per_node", "1", "--node_rank", str(node_rank),
                        "--rdzv_backend", "c10d", "--rdzv_id", node0.hostname,
                        "--rdzv_endpoint", f"{node0.address}:{RDZV_PORT}",
-                       "-m", "mnist_hpc.train", *COMMON, "--shuffle", "true",
+                       "-m", "mnist_hpc.train", *COMMON, "--shuffle",
                        "--results-dir", str(results)]
             processes.append(subprocess.Popen(
                 node.command(command), cwd=REPO, text=True, stdout=subprocess.PIPE,

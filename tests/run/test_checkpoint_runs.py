@@ -19,6 +19,7 @@ import torch
 from conftest import REPO, clean_env, error_lines, read_metrics, run_trainer
 
 from mnist_hpc import files, train
+from mnist_hpc.config import flags
 from mnist_hpc.errors import UsageError
 from mnist_hpc.run import checkpoint, rundir
 
@@ -182,12 +183,12 @@ def test_a_completed_runs_checkpoint_is_its_final_state_with_the_models_weights(
 
 def test_world_size_change_is_refused_unless_forced(finished_run):
     payload = checkpoint.load(finished_run / "checkpoint.pt")
-    config = train.parse_args([*ARGS, "--epochs", "2"])
+    config = flags.parse_args([*ARGS, "--epochs", "2"])
     with pytest.raises(UsageError, match=r"world size 1 != 4 \(per-rank RNG streams"):
-        checkpoint.check_compatible(payload, config.recipe_hash(), "cnn", 4, force=False)
-    warnings = checkpoint.check_compatible(payload, config.recipe_hash(), "cnn", 4, force=True)
+        checkpoint.check_compatible(payload, {config.recipe_hash()}, "cnn", 4, force=False)
+    warnings = checkpoint.check_compatible(payload, {config.recipe_hash()}, "cnn", 4, force=True)
     assert warnings == ["world size 1 != 4 (per-rank RNG streams cannot be carried over)"]
-    assert checkpoint.check_compatible(payload, config.recipe_hash(), "cnn", 1, False) == []
+    assert checkpoint.check_compatible(payload, {config.recipe_hash()}, "cnn", 1, False) == []
 
 
 def _foreign(path: Path) -> None:

@@ -28,7 +28,7 @@ from mnist_hpc.data import mnist_files
 
 RAW = REPO / "data" / "MNIST" / "raw"
 # the CLI wins over the file: every run that gets through stays tiny, on CPU, uncompiled
-TINY = ["--limit", "32", "--epochs", "1", "--device", "cpu", "--compile", "false"]
+TINY = ["--limit", "32", "--epochs", "1", "--device", "cpu", "--no-compile"]
 FUZZ = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 

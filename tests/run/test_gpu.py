@@ -35,7 +35,7 @@ def test_graphed_step_agrees_with_the_eager_step(tmp_path):
     """Same recipe, graphs on and off: equal within float tolerance (no dropout, whose masks
     are drawn in another order inside a graph; deterministic kernels, so the only difference
     is the capturable optimizer's arithmetic)."""
-    common = ["--dropout", "false", "--precision", "fp32", "--deterministic", "true"]
+    common = ["--no-dropout", "--precision", "fp32", "--deterministic"]
     graphed, graphed_history = _run(common + ["--cuda-graphs", "on"], tmp_path, "on")
     eager, eager_history = _run(common + ["--cuda-graphs", "off"], tmp_path, "off")
     assert graphed["batch"]["cuda_graphs"] is True and eager["batch"]["cuda_graphs"] is False
@@ -59,7 +59,7 @@ def test_auto_picks_graphs_and_bf16_and_warms_up_outside_the_epochs(tmp_path):
 
 
 def test_two_gloo_ranks_on_one_gpu_equal_one_rank(tmp_path):
-    common = ["--dropout", "false", "--backend", "gloo", "--deterministic", "true",
+    common = ["--no-dropout", "--backend", "gloo", "--deterministic",
               "--cuda-graphs", "off"]
     one, one_history = _run(common, tmp_path, "one")
     two, two_history = _run(common, tmp_path, "two", launcher="torchrun")
@@ -84,7 +84,7 @@ def test_nccl_ranks_sharing_a_gpu_exit_2_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("graphs", ["on", "off"])
 def test_deterministic_runs_repeat_exactly(tmp_path, graphs):
-    args = ["--config", "fast", "--deterministic", "true", "--cuda-graphs", graphs]
+    args = ["--config", "fast", "--deterministic", "--cuda-graphs", graphs]
     first, first_history = _run(args, tmp_path, "first")
     second, second_history = _run(args, tmp_path, "second")
     assert first["config"]["deterministic"] is True

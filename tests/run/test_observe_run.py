@@ -39,7 +39,7 @@ def single_run(tmp_path_factory):
     """One process, 2 epochs, with the step log and a profile; SIGUSR2 sent while it runs."""
     results = tmp_path_factory.mktemp("observe-single")
     command = [PYTHON, "-m", "mnist_hpc.train", *SMALL, "--epochs", "2", "--log-every", "3",
-               "--profile", "2", "--rank-logs", "true", "--results-dir", str(results)]
+               "--profile", "2", "--rank-logs", "--results-dir", str(results)]
     process = subprocess.Popen(command, cwd=REPO, env=clean_env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import clean_env, error_lines, only_run_dir, read_metrics, run_trainer
+from conftest import REPO, clean_env, error_lines, only_run_dir, read_metrics, run_trainer
 
 
 def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.CompletedProcess,
@@ -33,6 +33,58 @@ def test_help_does_not_import_torch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: python -m mnist_hpc.train" in result.stdout and "--lr LR" in result.stdout
     assert "torch" not in modules, sorted(m for m in modules if m.startswith("torch"))
+
+
+@pytest.mark.parametrize("command", ["mnist_hpc.train", "mnist_hpc.doctor", "mnist_hpc.scaling",
+                                     "mnist_hpc.bench"])
+def test_version_does_not_import_torch(command):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", command, "--version"],
+                            capture_output=True, text=True, timeout=120, env=clean_env())
+    from mnist_hpc import __version__
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == f"mnist_hpc {__version__}\n"
+    assert not re.search(r"\| +torch$", result.stderr, re.MULTILINE)
+
+
+def test_print_config_resolves_every_auto_and_trains_nothing(tmp_path):
+    result, _ = imported_modules(["--print-config", "--config", "resnet"], tmp_path,
+                                 CUDA_VISIBLE_DEVICES="")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("# the resolved config")
+    assert "# batch per rank: 256 (global batch 256 over 1 rank)" in result.stdout
+    config = yaml.safe_load(result.stdout)
+    assert "auto" not in config.values(), config
+    assert (config["device"], config["backend"], config["cuda_graphs"]) == ("cpu", "gloo", "off")
+    assert config["precision"] == "bf16"  # the resnet preset's own, on any device
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_recorded_config_reproduces_the_run_elsewhere(tmp_path):
+    """config.yaml keeps relative paths relative and every auto resolved: given back as
+    --config from another directory (under another run id) it trains the same numbers."""
+    data = REPO / "data"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for cwd in (first, second):
+        cwd.mkdir()
+        (cwd / "data").symlink_to(data)
+    result = run_trainer(["--limit", "300", "--epochs", "1", "--data-dir", "data",
+                          "--results-dir", "results"], cwd=first)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = only_run_dir(first / "results")
+    text = (run_dir / "config.yaml").read_text()
+    recorded = yaml.safe_load(text)
+    assert "auto" not in recorded.values(), recorded
+    assert (recorded["data_dir"], recorded["results_dir"]) == ("data", "results")
+    assert (recorded["run_id"], recorded["device"], recorded["precision"]) == (
+        run_dir.name, "cpu", "fp32")
+    assert "# batch per rank: 512 (global batch 512 over 1 rank)" in text
+    assert read_metrics(run_dir)["config"] == recorded
+    again = run_trainer(["--config", str(run_dir / "config.yaml"), "--run-id", "again"],
+                        cwd=second)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert np.array_equal(np.load(run_dir / "history.npy"),
+                          np.load(second / "results" / "again" / "history.npy"))
 
 
 BAD_INPUT = {
@@ -86,7 +138,7 @@ def test_deterministic_runs_repeat_exactly_and_say_so(tmp_path):
     histories = []
     for name in ("first", "second"):
         results = tmp_path / name
-        result = run_trainer(["--limit", "300", "--epochs", "1", "--deterministic", "true",
+        result = run_trainer(["--limit", "300", "--epochs", "1", "--deterministic",
                               "--results-dir", str(results)])
         assert result.returncode == 0, result.stdout + result.stderr
         run_dir = only_run_dir(results)

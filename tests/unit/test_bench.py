@@ -7,24 +7,28 @@ import pytest
 import torch
 
 from mnist_hpc import bench
-from mnist_hpc.bench import cli, machine, settings, throughput
+from mnist_hpc.bench import cli, machine, names, run, settings, throughput
 from mnist_hpc.errors import UsageError
+
+
+def test_every_case_is_named_once():
+    assert list(throughput.CASES) == [*names.THROUGHPUT_CASES, *names.CUDA_CASES]
 
 
 def test_groups_expand_and_gpu_cases_need_a_gpu():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert cli._selected("throughput", cpu, False) == list(throughput.THROUGHPUT_CASES)
-    assert (cli._selected("throughput", cuda, False)[-len(throughput.CUDA_CASES):]
-            == list(throughput.CUDA_CASES))
-    assert not any(throughput.CASES[n].graphs for n in cli._selected(None, cpu, False)
+    assert run._selected("throughput", cpu, False) == list(names.THROUGHPUT_CASES)
+    assert (run._selected("throughput", cuda, False)[-len(names.CUDA_CASES):]
+            == list(names.CUDA_CASES))
+    assert not any(throughput.CASES[n].graphs for n in run._selected(None, cpu, False)
                    if n in throughput.CASES)
-    assert cli._selected("notebook,tta,notebook", cpu, False) == [
+    assert run._selected("notebook,tta,notebook", cpu, False) == [
         "notebook", "tta_default", "tta_fast"]
-    everything = cli._selected(None, cpu, False)
+    everything = run._selected(None, cpu, False)
     assert "compiled" in everything and "epochs" in everything
-    assert "compiled" not in cli._selected(None, cpu, True)
+    assert "compiled" not in run._selected(None, cpu, True)
     with pytest.raises(UsageError, match="unknown name"):
-        cli._selected("fastest", cpu, False)
+        run._selected("fastest", cpu, False)
 
 
 def test_bad_numbers_are_refused():

@@ -24,6 +24,7 @@ from mnist_hpc.config.options import (
     CHOICES,
     DECLARATIONS,
     FIELD_NAMES,
+    FIELD_TYPES,
     RECIPE_FIELDS,
     RunConfig,
     make_config,
@@ -61,7 +62,7 @@ def test_every_field_is_declared_once_and_has_one_flag():
     for field in dataclasses.fields(RunConfig):
         assert isinstance(declaration(field), Declaration), field.name
         [action] = actions[field.name]
-        assert action.option_strings == [flag_name(field.name)]
+        assert action.option_strings[0] == flag_name(field.name)
         assert action.help and declaration(field).help.split(";")[0] in action.help
     assert set(CHOICES) == {n for n, d in DECLARATIONS.items() if d.choices} != set()
 
@@ -75,12 +76,14 @@ def test_a_field_declared_without_option_is_refused():
         declaration(dataclasses.fields(Undeclared)[0])
 
 
-def test_switches_stay_switches_and_every_other_flag_takes_a_value():
+def test_bools_are_switches_and_every_other_flag_takes_a_value():
     actions = flags_by_dest()
     switches = {name for name in FIELD_NAMES if actions[name][0].nargs == 0}
-    assert switches == {"download", "resume_force"}
+    assert switches == {name for name in FIELD_NAMES if FIELD_TYPES[name] is bool}
     assert parse_args(["--download"]).download is True
-    assert parse_args(["--shuffle", "false"]).shuffle is False
+    assert parse_args(["--no-shuffle"]).shuffle is False
+    # no switch given: the YAML file's value stands
+    assert parse_args(["--config", "seed"]).shuffle is False
 
 
 def test_help_lists_every_flag_with_its_real_default(capsys):
@@ -101,7 +104,7 @@ def test_help_lists_every_flag_with_its_real_default(capsys):
     (["--warmup-fraction", "0.3"], "warmup_fraction", 0.3),
     (["--split-seed", "7"], "split_seed", 7),
     (["--bucket-cap-mb", "50"], "bucket_cap_mb", 50.0),
-    (["--static-graph", "true"], "static_graph", True),
+    (["--static-graph"], "static_graph", True),
     (["--stop-check-every", "5"], "stop_check_every", 5),
 ])
 def test_new_flags_round_trip(argv, field, value):
@@ -129,8 +132,10 @@ def test_a_flag_beats_the_yaml_file(tmp_path):
     (["--split-seed", "x"], r"argument --split-seed: invalid int value: 'x'"),
     (["--split-seed", "-1"], r"split_seed must be in \[0, 2\*\*32\), got -1"),
     (["--bucket-cap-mb", "0"], r"bucket_cap_mb must be > 0, got 0\.0"),
-    (["--static-graph", "maybe"], r"argument --static-graph: 'maybe' is not a boolean "
-                                  r"\(true/false\)"),
+    (["--static-graph", "true"], r"--static-graph takes no value \(got 'true'\); use "
+                                 r"--static-graph or --no-static-graph"),
+    (["--static-graph=no"], r"--static-graph takes no value \(got 'no'\); use "
+                            r"--static-graph or --no-static-graph"),
     (["--stop-check-every", "0"], r"stop_check_every must be > 0, got 0"),
 ])
 def test_bad_values_of_new_flags_exit_2_with_one_clear_line(argv, message, capsys):
