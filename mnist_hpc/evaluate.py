@@ -48,22 +48,12 @@ def positive_float(text: str) -> float:
     return value
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Real defaults in the help, but no "(default: None)": those flags say what unset means."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None:
-            return action.help or ""
-        return super()._get_help_string(action) or ""
-
-
-def parser() -> UsageParser:
+def build_parser() -> UsageParser:
     defaults = RunConfig()
     cli = UsageParser(prog="python -m mnist_hpc.evaluate",
                       description="Evaluate a completed run's model.pt on the MNIST test split "
                                   "(any launcher, exact all-reduced counts) or on a folder of "
-                                  "PNG images.",
-                      formatter_class=_HelpFormatter)
+                                  "PNG images.")
     cli.add_argument("run_dir", metavar="RUN_DIR", help="a completed run's directory (holds "
                      "model.pt)")
     cli.add_argument("--images", metavar="DIR", default=None,
@@ -93,7 +83,7 @@ def parser() -> UsageParser:
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     """Parsed and checked without torch: the run holds a model.pt, the folder holds PNGs."""
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     rundir.model_path(args.run_dir)
     if args.images is not None:
         from .data.images import image_files  # its torch import is inside the reader

@@ -64,6 +64,12 @@ def compare_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_parsers() -> list[argparse.ArgumentParser]:
+    """The listing's parser and compare's (``runs [DIR]`` takes a directory where a
+    subcommand would go, so ``main`` picks the parser by the first word)."""
+    return [list_parser(), compare_parser()]
+
+
 def plot_path(names: tuple[str, str]) -> Path:
     return Path(f"compare-{names[0][:60]}-{names[1][:60]}.png")
 

@@ -22,11 +22,19 @@ COMMANDS += [f"mnist_hpc.{name}" for name in ("evaluate", "runs")
              if (REPO / "mnist_hpc" / f"{name}.py").is_file()]
 
 
+def command_parsers(module: str) -> list[argparse.ArgumentParser]:
+    """A command's parser, first, and any it picks by hand (``runs compare``)."""
+    command = importlib.import_module(module)
+    if hasattr(command, "build_parsers"):
+        return command.build_parsers()
+    return [command.build_parser()]
+
+
 def parsers() -> list[tuple[str, argparse.ArgumentParser]]:
     """Every command's parser and each of its subcommands'."""
     found = []
     for module in COMMANDS:
-        todo = [importlib.import_module(module).build_parser()]
+        todo = command_parsers(module)
         while todo:
             parser = todo.pop()
             found.append((parser.prog, parser))
@@ -88,7 +96,7 @@ def test_train_booleans_are_exactly_the_bool_options():
 @pytest.mark.parametrize("module", COMMANDS)
 def test_every_command_prints_its_version(module, capsys):
     with pytest.raises(SystemExit) as exited:
-        importlib.import_module(module).build_parser().parse_args(["--version"])
+        command_parsers(module)[0].parse_args(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"mnist_hpc {__version__}\n"
 
