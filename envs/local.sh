@@ -52,7 +52,7 @@ case "$action" in
     train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
     # TEST_WORKERS processes share the tests (pytest-xdist; tests/conftest.py says how).
     # More workers than cores let tests that wait (timeouts, Slurm requeues) overlap with
-    # tests that compute; the CPU still bounds the whole (README "Tests").
+    # tests that compute; the CPU still bounds the whole (docs/development.md).
     # TEST_WORKERS=0: one process.
     test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-4}" "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;

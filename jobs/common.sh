@@ -28,7 +28,7 @@ job_args() {
         exit 2
     fi
     # NCCL flight recorder: on a collective timeout each rank dumps its last collectives to
-    # <run>/ranks/nccl-trace-rank-N (README "Seeing inside a run" says how to read them);
+    # <run>/ranks/nccl-trace-rank-N (docs/observability.md says how to read them);
     # the trainer makes ranks/ as it starts, so a job stopped before training leaves no run
     export TORCH_NCCL_DUMP_ON_TIMEOUT="${TORCH_NCCL_DUMP_ON_TIMEOUT:-1}"
     export TORCH_FR_BUFFER_SIZE="${TORCH_FR_BUFFER_SIZE:-2000}"

@@ -1,6 +1,6 @@
 """Errors the trainer turns into exit codes, shared by every module.
 
-Exit codes (documented in README "When things go wrong"):
+Exit codes (documented in docs/reliability.md):
   0  success
   1  runtime failure (a rank raised, a peer vanished, a collective timed out)
   2  bad input: config, CLI, data, environment, results directory; the message says the fix

@@ -1,7 +1,7 @@
 """The entry point: ``python -m mnist_hpc.train`` on one process or under any launcher.
 
 Reads the config and finds this process's place in the job before torch loads, so that
-``--help``, bad input and a broken launcher environment are answered without it (README
+``--help``, bad input and a broken launcher environment are answered without it (docs/running.md,
 "Options"); then trains (``mnist_hpc.run.loop``) and turns the outcome into the exit code
 (``mnist_hpc.errors``) and at most one line per rank.
 """

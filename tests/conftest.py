@@ -1,7 +1,7 @@
 """Shared test set-up: the tiers, the Hypothesis profiles, MNIST read once, no launcher
 variable leaking into a test, and helpers to run the trainer.
 
-Tiers, decided by the directory a test lives in (README "Tests"):
+Tiers, decided by the directory a test lives in (docs/development.md):
   unit/     in this process, no trainer or launcher process: ``pytest tests/unit`` before
             every commit
   run/      one trainer (``python -m mnist_hpc.train`` or ``train.main`` in this process),

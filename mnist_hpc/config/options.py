@@ -36,7 +36,7 @@ class RunConfig:
     optimizer: str = option("adam", "optimizer (the notebook uses Adam)", recipe=True,
                             choices=("adam", "adamw", "sgd"))
     lr: float = option(0.003, "learning rate; the default preset's is the measured best of "
-                       "0.001, 0.003, 0.01 (README)", recipe=True)
+                       "0.001, 0.003, 0.01 (docs/recipes.md)", recipe=True)
     betas: tuple = option((0.9, 0.999), "Adam's betas, as B1,B2; the fast preset lowers them",
                           recipe=True)
     weight_decay: float = option(0.0, "weight decay of the optimizer", recipe=True)
@@ -121,7 +121,7 @@ class RunConfig:
                                          parse=parse_walltime)
     stop_check_every: int = option(10, "steps between the collective checks for a stop "
                                    "request", recipe=False)
-    # --- seeing inside a run (README "Seeing inside a run") ---
+    # --- seeing inside a run (docs/observability.md) ---
     # 1.2 lets ordinary jitter pass and catches a slow GPU, a throttled node or a noisy neighbour
     straggler_threshold: float = option(1.2, "name a rank a straggler when its compute time "
                                         "exceeds this multiple of the ranks' median",

@@ -1,7 +1,7 @@
 """What a run shows of itself beyond its numbers, gathered in one object per rank: per-rank
 timing and stragglers (``timing``), FLOPs and MFU (``flops``), the step log (``steplog``),
 the profile (``profiling``), stack dumps and what the job was doing (``hangs``), per-rank logs
-(``ranklog``). README "Seeing inside a run".
+(``ranklog``). docs/observability.md.
 
 The trainer hands each epoch's batches, loss function and callbacks to ``Observer.wrap`` and
 trains on what comes back; the training step itself (``engine.train_one_epoch``) is unchanged.

@@ -2,7 +2,7 @@
 batch shape recorded once, then replayed with one launch.
 
 On a GPU this network's step is bound by Python and kernel launches below batch 2048, not by
-arithmetic (README "Performance"), so replaying a graph is what lets the GPU run at its pace.
+arithmetic (docs/performance.md), so replaying a graph is what lets the GPU run at its pace.
 A graph replays fixed memory: the batch is copied into static buffers, the learning rate is a
 device tensor the schedule fills in place (a capturable Adam/AdamW reads it there), and each
 batch shape (the full batch, a ragged last one) gets its own graph. The whole-network recipe

@@ -93,7 +93,7 @@ class ViT(nn.Module):
     The stem (two stride-2 3x3 convolutions, as in Xiao et al. 2021, "Early convolutions help
     transformers see better") replaces the 7x7-pixel patchify: on MNIST it gives 49 tokens of
     overlapping views where 7x7 patches gave 16 disjoint ones (97.46 % test after the 6-epoch
-    recipe with patches; README)."""
+    recipe with patches; docs/recipes.md)."""
 
     def __init__(self, dim: int = 64, depth: int = 4, heads: int = 4) -> None:
         super().__init__()

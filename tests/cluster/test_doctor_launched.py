@@ -45,7 +45,7 @@ def test_two_healthy_ranks(kind, name, tmp_path):
     assert perfmodel.network_from_doctor(str(tmp_path / "doctor.json")) == (
         summary["bus_bandwidth_gbs"], summary["hop_latency_us"])
     assert "Doctor OK" in result.output and "busbw GB/s" in result.output
-    # the doctor's own work, start-up excluded (measured here: README "Preflight")
+    # the doctor's own work, start-up excluded (measured here: docs/jobs.md, "Preflight")
     assert report["elapsed_s"] < 10, report["elapsed_s"]
     assert list((tmp_path / "results").iterdir()) == []  # the marker is gone
 

@@ -1,5 +1,5 @@
-"""The CUDA paths, run for real on a GPU node (``python -m pytest -m gpu``; README
-"Performance"): CUDA graphs against the eager step, bf16, gloo ranks sharing one GPU, the
+"""The CUDA paths, run for real on a GPU node (``python -m pytest -m gpu``; docs/performance.md,
+"GPU"): CUDA graphs against the eager step, bf16, gloo ranks sharing one GPU, the
 refusal of NCCL ranks sharing one, and deterministic runs. Each test skips, saying why, where
 CUDA is not available.
 """

@@ -1,5 +1,5 @@
 """The package's layers: imports point down, never up, and no module imports itself back
-through others (README "Layout")."""
+through others (docs/development.md, "Layout")."""
 
 from __future__ import annotations
 
