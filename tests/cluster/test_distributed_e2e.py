@@ -16,7 +16,7 @@ import socket
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, clean_env, only_run_dir, read_metrics
+from conftest import REPO, clean_env, error_lines, only_run_dir, rank_tag, read_metrics
 from fault_injection import MESSAGES
 from launchers import LIMIT, PYTHON, launch, launcher, trained
 
@@ -200,8 +200,10 @@ def test_a_killed_rank_ends_the_job_and_is_named(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
 def test_a_rank_that_raises_fails_every_rank(kind, tmp_path):
     result, metrics = run_with_fault(kind, "runtime", tmp_path)
-    assert f"error: rank 1 failed: RuntimeError: {MESSAGES['runtime']}" in result.output, (
-        str(result))
+    # rank 1 names its own failure once, tagged with its rank and host, and where it was
+    named = [line for line in error_lines(result.output) if "error: rank 1 " in line]
+    assert named == [f"{rank_tag(1)}error: rank 1 failed: RuntimeError: {MESSAGES['runtime']}; "
+                     f"at epoch 0, step 4"], str(result)
     assert "error: rank 0 failed:" in result.output, str(result)  # its peer vanished
     assert metrics["status"] == "failed", str(result)
     assert metrics["error"].startswith("rank 0: RuntimeError"), metrics["error"]
@@ -209,3 +211,6 @@ def test_a_rank_that_raises_fails_every_rank(kind, tmp_path):
         root_cause = result.output.split("Root Cause", 1)[1]
         assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*1", root_cause), (
             str(result))
+        # torchrun's report lists each rank that exited non-zero (or was signalled)
+        codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", result.output, re.MULTILINE)
+        assert len(codes) == 2 and all(int(c) != 0 for c in codes), str(result)

@@ -349,27 +349,6 @@ def test_rank_that_raises_ends_every_rank_with_one_clear_line(tmp_path):
     assert metrics["error"].startswith("rank 0: ") and "\n" not in metrics["error"]
 
 
-def test_rank_that_raises_under_torchrun_is_named_once(tmp_path):
-    timeout = FAILURE_TIMEOUT
-    results = tmp_path / "results"
-    started = time.monotonic()
-    result = subprocess.run(
-        TORCHRUN + [FAULT_SCRIPT, *ARGS, "--results-dir", str(results), "--run-id", "oom",
-                    "--timeout", str(timeout)],
-        cwd=REPO, env=clean_env(FAULT_RANK="1", FAULT_STEP="2", FAULT="oom"),
-        capture_output=True, text=True, timeout=timeout + 120)
-    elapsed = time.monotonic() - started
-    assert result.returncode != 0
-    named = [l for l in error_lines(result.stderr) if f"{rank_tag(1)}error: rank 1 " in l]
-    assert named == [f"{rank_tag(1)}error: rank 1 failed: OutOfMemoryError: {MESSAGES['oom']}; "
-                     f"at epoch 0, step 3"], result.stderr
-    # torchrun's report lists each rank that exited non-zero (or was signalled)
-    exit_codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", result.stderr, re.MULTILINE)
-    assert len(exit_codes) == 2 and all(int(c) != 0 for c in exit_codes), result.stderr
-    assert read_metrics(results / "oom")["status"] == "failed"
-    assert elapsed < timeout, f"took {elapsed:.0f} s"
-
-
 def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_path):
     """Rank 0 alone waits for its peer; rank 1 alone waits for rank 0. Both give up after
     --timeout with one line that says what to check, instead of hanging until walltime."""

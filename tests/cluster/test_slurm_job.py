@@ -96,24 +96,8 @@ def test_sbatch_accepts_the_directives(slurm_cluster, script):
 
 
 @pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
-def test_job_trains_with_two_workers(slurm_cluster, tmp_path, script):
-    job = submit(slurm_cluster, tmp_path, script, 1, "--limit 512 --timeout 60")
-    info = slurm_cluster.wait_finished(job, timeout=240)
-    log = job_log(tmp_path, job)
-    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log
-
-    run_dir = tmp_path / "results" / f"slurm-{job}"
-    assert f"Run directory: {run_dir}" in log
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed"
-    assert metrics["world"]["world_size"] == 2
-    assert metrics["world"]["job_id"] == job
-    assert metrics["world"]["launcher"] == LAUNCHER[script]
-    assert np.load(run_dir / "history.npy").shape == (1, 4)
-
-
-@pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
-def test_preflight_runs_the_doctor_then_trains(slurm_cluster, tmp_path, script):
+def test_job_runs_the_doctor_then_trains_with_two_workers(slurm_cluster, tmp_path, script):
+    """PREFLIGHT=1, then training; the requeue test below runs each template without it."""
     job = submit(slurm_cluster, tmp_path, script, 1, "--limit 512 --timeout 60",
                  ",PREFLIGHT=1")
     info = slurm_cluster.wait_finished(job, timeout=300)
@@ -126,7 +110,15 @@ def test_preflight_runs_the_doctor_then_trains(slurm_cluster, tmp_path, script):
     assert doctor["world"]["world_size"] == 2 and doctor["world"]["job_id"] == job
     assert {r["launcher"] for r in doctor["ranks"]} == {LAUNCHER[script]}
     assert doctor["allreduce"]["bus_bandwidth_gbs"] > 0
-    assert read_metrics(tmp_path / "results" / f"slurm-{job}")["status"] == "completed"
+
+    run_dir = tmp_path / "results" / f"slurm-{job}"
+    assert f"Run directory: {run_dir}" in log
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["world"]["world_size"] == 2
+    assert metrics["world"]["job_id"] == job
+    assert metrics["world"]["launcher"] == LAUNCHER[script]
+    assert np.load(run_dir / "history.npy").shape == (1, 4)
 
 
 def test_a_failed_preflight_stops_the_job_before_training(slurm_cluster, tmp_path):

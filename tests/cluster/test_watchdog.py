@@ -1,11 +1,10 @@
 """A job ends or fails loudly, never hangs: a stopped (not dead) rank under mpiexec and
-torchrun, a rendezvous whose port is held by a process that never answers, and SIGTERM to a
+torchrun (ended soon after the timeout, its collective named, every stack written), a rendezvous whose port is held by a process that never answers, and SIGTERM to a
 rank that has not started training. Real trainers, real launchers, real sockets.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, clean_env
+from conftest import REPO, clean_env, only_run_dir, read_metrics
 from fault_injection import descendants, kill_all_at_once
 
 
@@ -64,37 +63,30 @@ def silent_port():
     listener.close()
 
 
-def stop_rank_1_once_training(proc: subprocess.Popen, rank_variable: str) -> int:
-    """Wait for training to start, SIGSTOP the rank-1 process (found by its launcher
-    variable in /proc/PID/environ); return its pid."""
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "steps/epoch" in line:
-            break
-    else:
-        raise AssertionError("training never started:\n" + "".join(seen))
-    wanted = f"{rank_variable}=1".encode()
-    for pid in descendants(proc.pid):
-        try:
-            if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                os.kill(pid, signal.SIGSTOP)
-                return pid
-        except OSError:
-            continue
-    raise AssertionError(f"no process with {wanted!r} under {proc.pid}")
+FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
 
 
-def run_with_rank_1_stopped(command: list[str], rank_variable: str,
-                            limit: float) -> tuple[float, int, str]:
-    """Launch, SIGSTOP rank 1 once training runs; return the seconds until the launcher
-    ended, its exit code and its output after the stop. Whatever is left is killed."""
-    proc = subprocess.Popen(command, cwd=REPO, env=clean_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def run_with_rank_1_stopped(launcher: list[str], limit: float,
+                            results: Path) -> tuple[float, int, str]:
+    """Launch the trainer with rank 1 set to stop itself by SIGSTOP after 2 steps
+    (tests/fault_injection.py); return the seconds from its stop until the launcher ended,
+    the launcher's exit code and its output after the stop. Whatever is left is killed."""
+    command = [*launcher, FAULT_SCRIPT, *ARGS, "--timeout", str(TIMEOUT), "--results-dir",
+               str(results)]
+    proc = subprocess.Popen(command, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env=clean_env(FAULT="stop", FAULT_RANK="1", FAULT_STEP="2"))
     stopped = None
     try:
-        stopped = stop_rank_1_once_training(proc, rank_variable)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            match = re.search(r"rank 1 \(pid (\d+)\) sends itself SIGSTOP", line)
+            if match:
+                stopped = int(match.group(1))
+                break
+        else:
+            raise AssertionError("rank 1 never stopped:\n" + "".join(seen))
         started = time.monotonic()
         rest, _ = proc.communicate(timeout=limit)
         return time.monotonic() - started, proc.returncode, rest
@@ -105,28 +97,40 @@ def run_with_rank_1_stopped(command: list[str], rank_variable: str,
         proc.communicate(timeout=30)
 
 
+def assert_the_stop_is_explained(output: str, results: Path) -> None:
+    """Rank 0's one line names the collective, where, and who never answered; its stacks
+    (the frames the error unwound, then every thread) are in ranks/rank-0.txt."""
+    assert re.search(r"^error: rank 0 failed: .*Timed out.*; during the all-reduce of "
+                     r"gradients, epoch 0, step 3; no word from rank 1 \(stopped, hung or "
+                     r"dead\)", output, re.MULTILINE), output
+    run_dir = only_run_dir(results)
+    stacks = (run_dir / "ranks" / "rank-0.txt").read_text()
+    assert "rank 0 failed during all-reduce of gradients, epoch 0, step 3" in stacks
+    assert "in train_one_epoch" in stacks, stacks
+    assert re.search(r"(Current thread|Thread) 0x", stacks), stacks
+    assert (run_dir / "ranks" / "rank-1.txt").read_text() == ""  # stopped: it cannot write
+    assert "no word from rank 1" in read_metrics(run_dir)["error"]
+
+
 @needs_mpiexec
 def test_a_stopped_rank_under_mpiexec_ends_the_job_soon_after_the_timeout(tmp_path):
     """Rank 0's collective times out; the entry point then ends itself by SIGKILL
     (watchdog.end_job_on_failure), which makes hydra kill the stopped rank too. Without it
     mpiexec waits forever."""
-    command = [MPIEXEC, "-n", "2", PYTHON, "-m", "mnist_hpc.train", *ARGS,
-               "--timeout", str(TIMEOUT), "--results-dir", str(tmp_path)]
-    seconds, code, rest = run_with_rank_1_stopped(command, "PMI_RANK", TIMEOUT + 60)
+    seconds, code, rest = run_with_rank_1_stopped([MPIEXEC, "-n", "2", PYTHON], TIMEOUT + 60,
+                                                  tmp_path)
     assert code == 9, rest  # hydra: "BAD TERMINATION ... EXIT CODE: 9"
-    assert re.search(r"^error: rank 0 failed: .*Timed out", rest, re.MULTILINE), rest
     assert "BAD TERMINATION" in rest and "Traceback" not in rest
     assert seconds < TIMEOUT + 15, f"ended {seconds:.1f} s after the stop"
+    assert_the_stop_is_explained(rest, tmp_path)
 
 
 def test_a_stopped_rank_under_torchrun_ends_the_job(tmp_path):
     """torchrun's agent ends the job itself: SIGTERM, then SIGKILL after its 30 s grace."""
-    command = [*TORCHRUN, "-m", "mnist_hpc.train", *ARGS, "--timeout", str(TIMEOUT),
-               "--results-dir", str(tmp_path)]
-    seconds, code, rest = run_with_rank_1_stopped(command, "RANK", TIMEOUT + 90)
+    seconds, code, rest = run_with_rank_1_stopped([*TORCHRUN], TIMEOUT + 90, tmp_path)
     assert code == 1, rest
-    assert re.search(r"^error: rank 0 failed: .*Timed out", rest, re.MULTILINE), rest
     assert seconds < TIMEOUT + 60, f"ended {seconds:.1f} s after the stop"
+    assert_the_stop_is_explained(rest, tmp_path)
 
 
 def rank_1_env(port: int) -> dict:
