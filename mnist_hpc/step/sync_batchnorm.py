@@ -65,13 +65,24 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 def convert(module: nn.Module) -> nn.Module:
     """``module``, changed in place: every BatchNorm2d becomes a GlobalBatchNorm2d holding
     copies of its parameters and buffers. Convert before building the optimizer."""
+    return _replace(module, nn.BatchNorm2d, GlobalBatchNorm2d)
+
+
+def to_local(module: nn.Module) -> nn.Module:
+    """``module``, changed in place: every GlobalBatchNorm2d back to a plain BatchNorm2d,
+    which issues no collective, for work that one rank does alone (counting FLOPs): a
+    collective on one rank would pair with another collective on the others."""
+    return _replace(module, GlobalBatchNorm2d, nn.BatchNorm2d)
+
+
+def _replace(module: nn.Module, old: type, new: type) -> nn.Module:
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum,
-                                            child.affine, child.track_running_stats)
+        if type(child) is old:
+            replacement = new(child.num_features, child.eps, child.momentum, child.affine,
+                              child.track_running_stats)
             replacement.load_state_dict(child.state_dict())
             replacement.to(child.weight.device)
             setattr(module, name, replacement)
         else:
-            convert(child)
+            _replace(child, old, new)
     return module
