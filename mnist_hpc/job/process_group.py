@@ -4,6 +4,7 @@ collectives (no-ops on one process). Who each rank is comes from ``launcher``.
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 import warnings
@@ -48,6 +49,43 @@ def pick_device(requested: str, env: DistEnv,
         environ = os.environ if environ is None else environ
         torch.set_num_threads(cpu_threads(env.local_world_size, environ))
     return torch.device(requested)
+
+
+# the GPU lists schedulers and vendors' runtimes set for a process given GPUs
+_GPU_LISTS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+              "ZE_AFFINITY_MASK", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
+
+
+def gpus_given(environ: Mapping[str, str], dev: str = "/dev") -> list[str]:
+    """Signs that this process was given GPUs, whatever torch can see: NVIDIA's and AMD's
+    device files, and the GPU lists a scheduler or a launcher set. Empty where none."""
+    signs = []
+    for pattern, vendor in (("nvidia[0-9]*", "NVIDIA"), ("kfd", "AMD")):
+        found = sorted(glob.glob(os.path.join(dev, pattern)))
+        if found:
+            signs.append(f"{' '.join(found)} ({vendor})")
+    for name in _GPU_LISTS:
+        value = environ.get(name, "").strip()
+        if value not in ("", "-1", "NoDevFiles"):
+            signs.append(f"{name}={value}")
+    if environ.get("SLURM_GPUS_ON_NODE", "0").strip() not in ("", "0"):
+        signs.append(f"SLURM_GPUS_ON_NODE={environ['SLURM_GPUS_ON_NODE']}")
+    return signs
+
+
+def unseen_gpus_warning(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """For ``--device auto`` that fell back to the CPU: a warning when this process was given
+    GPUs that torch cannot use (a CPU-only build, a driver it does not match, another
+    vendor's GPUs), which would otherwise make a GPU job train slowly on CPUs, silently."""
+    signs = gpus_given(os.environ if environ is None else environ)
+    if not signs:
+        return None
+    build = (f"built for CUDA {torch.version.cuda}" if torch.version.cuda
+             else "a build without CUDA")
+    return (f"--device auto chose the CPU, but this process was given GPUs ({'; '.join(signs)}) "
+            f"that torch {torch.__version__} ({build}) cannot use; install a torch build for "
+            f"these GPUs and driver (nvidia-smi shows the driver's CUDA version), or pass "
+            f"--device cpu to train on the CPU on purpose")
 
 
 def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:

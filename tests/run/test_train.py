@@ -134,6 +134,22 @@ def test_cuda_graphs_on_without_a_gpu_is_refused_with_one_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_gpus_torch_cannot_use_are_named_before_a_cpu_run(tmp_path):
+    """A job given a GPU (here only its scheduler's variable: this machine has none) whose torch
+    sees none still trains, on the CPU, but says so once, with the fix."""
+    result = subprocess.run([sys.executable, "-m", "mnist_hpc.train", "--limit", "64",
+                             "--epochs", "1", "--results-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                            env=clean_env(CUDA_VISIBLE_DEVICES="0"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1, result.stderr[-2000:]
+    assert re.fullmatch(r"warning: --device auto chose the CPU, but this process was given "
+                        r"GPUs \(CUDA_VISIBLE_DEVICES=0\) that torch \S+ \(.+\) cannot use; "
+                        r"install a torch build .* or pass --device cpu to train on the CPU "
+                        r"on purpose", warned[0]), warned[0]
+
+
 def test_deterministic_runs_repeat_exactly_and_say_so(tmp_path):
     histories = []
     for name in ("first", "second"):

@@ -58,3 +58,16 @@ def test_cpu_threads_honours_explicit_counts(monkeypatch, environ, threads):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert process_group.cpu_threads(2, environ) == threads
+
+
+def test_gpus_given_reads_device_files_and_gpu_lists(tmp_path):
+    assert process_group.gpus_given({}, dev=str(tmp_path)) == []
+    hidden = {"CUDA_VISIBLE_DEVICES": "", "ROCR_VISIBLE_DEVICES": "-1",
+              "SLURM_JOB_GPUS": "NoDevFiles", "SLURM_GPUS_ON_NODE": "0"}
+    assert process_group.gpus_given(hidden, dev=str(tmp_path)) == []
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "kfd"):
+        (tmp_path / name).touch()
+    given = {"CUDA_VISIBLE_DEVICES": "2,3", "SLURM_GPUS_ON_NODE": "4"}
+    assert process_group.gpus_given(given, dev=str(tmp_path)) == [
+        f"{tmp_path}/nvidia0 {tmp_path}/nvidia1 (NVIDIA)", f"{tmp_path}/kfd (AMD)",
+        "CUDA_VISIBLE_DEVICES=2,3", "SLURM_GPUS_ON_NODE=4"]
