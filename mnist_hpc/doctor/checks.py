@@ -13,6 +13,8 @@ What counts as a problem, and why:
   ranks wrap around onto shared GPUs). One visible GPU per rank is per-task binding (srun
   --gpus-per-task, CUDA_VISIBLE_DEVICES per rank): each rank's "GPU 0" is its own, and only
   the sharing check can tell whether it really is.
+  GPUs a rank was given (device files, CUDA_VISIBLE_DEVICES, the scheduler's GPU lists) that
+  its torch cannot see (a CPU-only build, a driver mismatch) would train on CPUs.
 - Local ranks: on each host they must be 0..k-1, once each; a duplicate is how two ranks end
   up on one GPU and one set of cores.
 - CPU affinity: overlap is a problem only when the launcher bound ranks to cores one by one
@@ -44,6 +46,7 @@ CHECKS = {
     "gpu_sharing": "no two ranks on one GPU",
     "gpu_missing": "every rank has a GPU if any has",
     "gpu_count": "no local rank beyond the visible GPUs",
+    "gpu_unseen": "torch sees the GPUs each rank was given",
     "cpu_binding": "no overlapping core sets between individually bound ranks",
     "cpu_threads": "CPU ranks' threads fit their hosts' cores",
     "versions": "the same software on every rank",
@@ -151,6 +154,15 @@ def _gpus(facts: list[dict]) -> list[Finding]:
                       f"it {f['visible_gpus']} GPUs" for f in beyond),
             "start at most one rank per visible GPU on each node (ranks per node = GPUs per "
             "node)", [f["rank"] for f in beyond]))
+    unseen = [f for f in facts if f.get("unseen_gpus")]
+    if unseen:
+        found.append(Finding(
+            "gpu_unseen", FAIL,
+            "; ".join(f"rank {f['rank']} on {f['host']} was given GPUs "
+                      f"({'; '.join(f['unseen_gpus'])}) but torch sees none" for f in unseen),
+            "install a torch build for these GPUs and their driver (nvidia-smi shows the "
+            "driver's CUDA version) on every node, or train with --device cpu on purpose",
+            [f["rank"] for f in unseen]))
     return found
 
 

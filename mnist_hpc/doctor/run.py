@@ -81,13 +81,17 @@ def world(env: DistEnv, facts: list[dict], backend: Optional[str]) -> dict:
 def doctor(options: Options, config: RunConfig) -> int:
     """Run every check and the benchmark; return the exit code every rank agreed on."""
     started = time.perf_counter()
-    with process_group.session(config.device, "gloo", config.timeout) as env:
+    # GPUs torch cannot see are a finding here (gpu_unseen), not a refusal to start
+    with process_group.session(config.device, "gloo", config.timeout,
+                               refuse_unseen_gpus=False) as env:
         out, problem = out_path(options, config) if env.is_main else (None, None)
         problem = process_group.broadcast_object(problem, env)
         if problem:
             raise UsageError(problem)  # on every rank at once: nobody waits
 
         facts = probe.rank_facts(env, config.data_dir)
+        # what --device auto would refuse in training (--device cpu chose the CPU on purpose)
+        facts["unseen_gpus"] = process_group.unseen_gpus() if config.device == "auto" else []
         facts["setup_s"] = time.perf_counter() - started  # session and probes
         marker, marker_problem = (probe.write_marker(config.results_dir) if env.is_main
                                   else (None, None))

@@ -24,11 +24,12 @@ T = TypeVar("T")
 DEADLINE_GRACE_S = 5.0
 
 
-def pick_device(requested: str, env: DistEnv,
-                environ: Optional[Mapping[str, str]] = None) -> torch.device:
+def pick_device(requested: str, env: DistEnv, environ: Optional[Mapping[str, str]] = None,
+                refuse_unseen_gpus: bool = True) -> torch.device:
     """cuda:local_rank modulo the visible GPUs (works with one GPU per rank via
     CUDA_VISIBLE_DEVICES and with all GPUs visible); set before the process group starts so
-    each rank opens its context on its own GPU (pytorch/pytorch#135279)."""
+    each rank opens its context on its own GPU (pytorch/pytorch#135279). ``auto`` refuses the
+    CPU where the process was given GPUs torch cannot see (the doctor reports it instead)."""
     if requested == "auto":
         if torch.cuda.is_available():
             requested = "cuda"
@@ -36,6 +37,9 @@ def pick_device(requested: str, env: DistEnv,
             requested = "mps"
         else:
             requested = "cpu"
+            signs = unseen_gpus(environ) if refuse_unseen_gpus else []
+            if signs:  # a GPU job on CPUs would run slowly, and silently
+                raise UsageError(unseen_gpus_problem(signs))
     if requested == "cuda":
         if not torch.cuda.is_available():
             raise UsageError("--device cuda but no CUDA device is visible; "
@@ -73,19 +77,21 @@ def gpus_given(environ: Mapping[str, str], dev: str = "/dev") -> list[str]:
     return signs
 
 
-def unseen_gpus_warning(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """For ``--device auto`` that fell back to the CPU: a warning when this process was given
-    GPUs that torch cannot use (a CPU-only build, a driver it does not match, another
-    vendor's GPUs), which would otherwise make a GPU job train slowly on CPUs, silently."""
-    signs = gpus_given(os.environ if environ is None else environ)
-    if not signs:
-        return None
+def unseen_gpus(environ: Optional[Mapping[str, str]] = None) -> list[str]:
+    """``gpus_given`` where torch sees no CUDA device: GPUs a CPU-only build, a driver it does
+    not match or another vendor's runtime leaves unused."""
+    if torch.cuda.is_available():
+        return []
+    return gpus_given(os.environ if environ is None else environ)
+
+
+def unseen_gpus_problem(signs: list[str]) -> str:
     build = (f"built for CUDA {torch.version.cuda}" if torch.version.cuda
              else "a build without CUDA")
-    return (f"--device auto chose the CPU, but this process was given GPUs ({'; '.join(signs)}) "
-            f"that torch {torch.__version__} ({build}) cannot use; install a torch build for "
-            f"these GPUs and driver (nvidia-smi shows the driver's CUDA version), or pass "
-            f"--device cpu to train on the CPU on purpose")
+    return (f"--device auto: this process was given GPUs ({'; '.join(signs)}) but torch "
+            f"{torch.__version__} ({build}) sees none; install a torch build for these GPUs "
+            f"and their driver (nvidia-smi shows the driver's CUDA version), or pass --device "
+            f"cpu to train on the CPU anyway")
 
 
 def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
@@ -138,7 +144,7 @@ def gpus_on_node() -> Optional[int]:
 @contextmanager
 def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0,
             environ: Optional[Mapping[str, str]] = None,
-            job: Optional[DistEnv] = None) -> Iterator[DistEnv]:
+            job: Optional[DistEnv] = None, refuse_unseen_gpus: bool = True) -> Iterator[DistEnv]:
     """Detect, bind the device, start the process group with a timeout; always tear it down.
     ``job``: this process's place as ``watchdog.find_job`` found it already (the trainer
     finds it before torch loads); found here when not given.
@@ -148,7 +154,7 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
     naming the wait; SIGTERM and SIGINT end it meanwhile (see ``watchdog.deadline``)."""
     environ = os.environ if environ is None else environ
     env = job if job is not None else find_job(environ, timeout_s)
-    torch_device = pick_device(device, env, environ)
+    torch_device = pick_device(device, env, environ, refuse_unseen_gpus)
     env = replace(env, device=str(torch_device))
     chosen = pick_backend(backend, torch_device)  # refuses nccl without CUDA, even alone
     if env.distributed:

@@ -10,7 +10,6 @@ trains on what comes back; the training step itself (``engine.train_one_epoch``)
 from __future__ import annotations
 
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -49,10 +48,6 @@ class Observer:
         if config.rank_logs:
             ranklog.copy_output(run_dir, env.rank)
         ranklog.tag_warnings(env.rank)
-        if config.device == "auto" and device.type == "cpu" and env.local_rank == 0:
-            unseen = process_group.unseen_gpus_warning()  # once a node
-            if unseen:
-                print(f"{ranklog.tag(env.rank)}warning: {unseen}", file=sys.stderr, flush=True)
         self.activity = failures.Activity()
         self.stacks = failures.StackDumps(run_dir, env.rank)
         self.clock = timing.StepClock(device, comm_timer, recipe.optimizer)

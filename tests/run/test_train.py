@@ -134,20 +134,22 @@ def test_cuda_graphs_on_without_a_gpu_is_refused_with_one_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_gpus_torch_cannot_use_are_named_before_a_cpu_run(tmp_path):
+@pytest.mark.parametrize("device, code", [("auto", 2), ("cpu", 0)])
+def test_gpus_torch_cannot_see_stop_auto_but_not_cpu(device, code, tmp_path):
     """A job given a GPU (here only its scheduler's variable: this machine has none) whose torch
-    sees none still trains, on the CPU, but says so once, with the fix."""
-    result = subprocess.run([sys.executable, "-m", "mnist_hpc.train", "--limit", "64",
-                             "--epochs", "1", "--results-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=180, cwd=tmp_path,
-                            env=clean_env(CUDA_VISIBLE_DEVICES="0"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warned) == 1, result.stderr[-2000:]
-    assert re.fullmatch(r"warning: --device auto chose the CPU, but this process was given "
-                        r"GPUs \(CUDA_VISIBLE_DEVICES=0\) that torch \S+ \(.+\) cannot use; "
-                        r"install a torch build .* or pass --device cpu to train on the CPU "
-                        r"on purpose", warned[0]), warned[0]
+    sees none does not train on the CPU silently: --device auto exits 2 naming what was
+    given, what torch sees and the fix; --device cpu trains."""
+    result, _ = imported_modules(["--device", device, "--limit", "64", "--epochs", "1"],
+                                 tmp_path, CUDA_VISIBLE_DEVICES="0")
+    assert result.returncode == code, result.stderr[-2000:]
+    if code == 2:
+        assert [re.sub(r"torch \S+ \([^)]*\)", "torch V (B)", line)
+                for line in error_lines(result.stderr)] == [
+            "error: --device auto: this process was given GPUs (CUDA_VISIBLE_DEVICES=0) but "
+            "torch V (B) sees none; install a torch build for these GPUs and their driver "
+            "(nvidia-smi shows the driver's CUDA version), or pass --device cpu to train on "
+            "the CPU anyway"]
+        assert not (tmp_path / "results").exists()
 
 
 def test_deterministic_runs_repeat_exactly_and_say_so(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnist_hpc.errors import UsageError
-from mnist_hpc.job import process_group
+from mnist_hpc.job import layout, process_group
 
 
 def test_pick_backend():
@@ -71,3 +71,13 @@ def test_gpus_given_reads_device_files_and_gpu_lists(tmp_path):
     assert process_group.gpus_given(given, dev=str(tmp_path)) == [
         f"{tmp_path}/nvidia0 {tmp_path}/nvidia1 (NVIDIA)", f"{tmp_path}/kfd (AMD)",
         "CUDA_VISIBLE_DEVICES=2,3", "SLURM_GPUS_ON_NODE=4"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a GPU here")
+def test_auto_refuses_the_cpu_where_gpus_were_given_and_torch_sees_none():
+    env = layout.detect({})
+    with pytest.raises(UsageError, match=r"given GPUs \(CUDA_VISIBLE_DEVICES=0\) but torch"):
+        process_group.pick_device("auto", env, {"CUDA_VISIBLE_DEVICES": "0"})
+    assert process_group.pick_device("auto", env, {"CUDA_VISIBLE_DEVICES": "0"},
+                                      refuse_unseen_gpus=False).type == "cpu"
+    assert process_group.pick_device("cpu", env, {"CUDA_VISIBLE_DEVICES": "0"}).type == "cpu"

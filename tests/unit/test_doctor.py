@@ -120,3 +120,12 @@ def test_the_marker_file_is_seen_only_in_the_same_directory(tmp_path):
 # --- real launches ---------------------------------------------------------------------------
 
 
+
+
+def test_gpus_a_rank_was_given_but_torch_cannot_see_fail():
+    given = fact(1, 1)
+    given["unseen_gpus"] = ["CUDA_VISIBLE_DEVICES=0"]
+    findings = checks.evaluate([fact(0, 0), given])
+    assert names(findings) == [("gpu_unseen", "fail", [1])]
+    assert findings[0].problem == ("rank 1 on n1 was given GPUs (CUDA_VISIBLE_DEVICES=0) but "
+                                   "torch sees none")
