@@ -105,7 +105,8 @@ def test_one_process_and_two_ranks_train_the_same_numbers(shuffle, tmp_path_fact
             read_metrics(runs["single"])["final"]["test_acc"], rel=1e-5)
 
 
-def test_sync_bn_under_torchrun_trains_the_steps_of_one_process(tmp_path):
+@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
+def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path):
     """--sync-bn through the real entry point: the ResNet's BatchNorm statistics span both
     ranks, so 2 ranks x 64 images take the 2 steps of one process on 128, to float rounding.
     (Rank 0 alone once ran a training forward to count FLOPs, whose BatchNorm all-reduce
@@ -116,9 +117,9 @@ def test_sync_bn_under_torchrun_trains_the_steps_of_one_process(tmp_path):
             "--batch-size", "128", "--precision", "fp32", "--device", "cpu", "--sync-bn",
             "--timeout", "60", "--run-id", "r"]
     histories = []
-    for kind in ("torchrun", "single"):
-        results = tmp_path / kind
-        result = launch(launcher(kind) + args + ["--results-dir", str(results)], timeout=240)
+    for ranks in (kind, "single"):
+        results = tmp_path / ranks
+        result = launch(launcher(ranks) + args + ["--results-dir", str(results)], timeout=240)
         assert result.returncode == 0, str(result)
         histories.append(np.load(results / "r" / "history.npy"))
     two, one = histories
