@@ -10,11 +10,13 @@ file, reachable from every namespace).
 
 Needs root (SlurmUser=root, slurmd launches jobs) and Debian's packages, installed by CI:
     apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
-Without them the tests skip, unless the variable CI is set: then they fail, so a broken CI
-image cannot pass by skipping.
+Two nodes need iproute2 and util-linux (nsenter, unshare) too. Without them the tests skip,
+unless the variable CI is set: then they fail, so a broken CI image cannot pass by skipping.
 
 Use it from a test module:
     from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
+or, for two nodes, from a module-scoped fixture (its test file then runs on one xdist worker):
+    with slurm_two_nodes(tmp_path_factory.mktemp("slurm")) as cluster: yield cluster
 """
 
 from __future__ import annotations
