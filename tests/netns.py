@@ -6,13 +6,15 @@ pair, each command run with its own hostname and its own /etc/hosts.
 
 Each node is a network namespace with loopback up and one end of the veth pair
 (10.77.0.1/24 and 10.77.0.2/24 by default). ``Node.command`` wraps a command in
-``ip netns exec`` and ``unshare --uts --mount``: the new UTS namespace gets the node's
+``nsenter --net`` and ``unshare --uts --mount``: the new UTS namespace gets the node's
 hostname, the new mount namespace a private bind mount of a temporary hosts file naming both
 nodes over /etc/hosts. The machine's own hostname and /etc/hosts are never touched, and the
 rest of the filesystem is shared, so both nodes see the same results directory, as on a
-cluster. Needs root (or CAP_NET_ADMIN and CAP_SYS_ADMIN). Everything is removed on exit, even
-after a failure: processes still inside a namespace are killed by pid, then the namespaces
-(and with them the veth pair) are deleted.
+cluster. (``nsenter``, not ``ip netns exec``: the latter mounts a fresh /sys, without the
+machine's cgroup mounts, and slurmd will not start without them.) Needs root (or
+CAP_NET_ADMIN and CAP_SYS_ADMIN). Everything is removed on exit, even after a failure:
+processes still inside a namespace are killed by pid, then the namespaces (and with them the
+veth pair) are deleted.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 SUBNET = "10.77.0"
+NETNS_DIR = "/run/netns"  # where ``ip netns add`` puts a namespace's handle
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Node:
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` run on this node: its network, its hostname, its /etc/hosts."""
         setup = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
-        return ["ip", "netns", "exec", self.namespace, "unshare", "--uts", "--mount",
+        return ["nsenter", f"--net={NETNS_DIR}/{self.namespace}", "unshare", "--uts", "--mount",
                 "sh", "-c", setup, "sh", self.hostname, str(self.hosts_file), *argv]
 
 
@@ -52,7 +55,8 @@ def _ip(*args: str) -> None:
 
 def unavailable() -> Optional[str]:
     """Why two nodes cannot be made here, or None if they can (tries a real namespace)."""
-    missing = [tool for tool in ("ip", "unshare", "mount") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ip", "nsenter", "unshare", "mount")
+               if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not found (iproute2, util-linux)"
     probe = f"mnhprobe-{secrets.token_hex(3)}"

@@ -1,16 +1,22 @@
-"""A real one-node Slurm cluster for end-to-end tests: munged, slurmctld and slurmd, private.
+"""A real Slurm cluster for end-to-end tests: munged, slurmctld and slurmd, private.
 
 Everything lives under one temporary directory: its own munge key and socket, its own
 slurm.conf (free ports, state, spool, logs), so a system Slurm or munge on the machine is
 neither used nor disturbed. Clients reach it through ``SlurmCluster.env`` (SLURM_CONF).
+By default it is one node, this machine; ``hosts`` makes one node per host, such as the
+network-namespace nodes of tests/netns.py (``slurm_two_nodes``): slurmctld and the clients
+run on the first, one ``slurmd -N <name>`` on each, munged on this machine (its socket is a
+file, reachable from every namespace).
 
 Needs root (SlurmUser=root, slurmd launches jobs) and Debian's packages, installed by CI:
     apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
-Without them the tests skip, unless the variable CI is set: then they fail, so a broken CI
-image cannot pass by skipping.
+Two nodes need iproute2 and util-linux (nsenter, unshare) too. Without them the tests skip,
+unless the variable CI is set: then they fail, so a broken CI image cannot pass by skipping.
 
 Use it from a test module:
     from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
+or, for two nodes, from a module-scoped fixture (its test file then runs on one xdist worker):
+    with slurm_two_nodes(tmp_path_factory.mktemp("slurm")) as cluster: yield cluster
 """
 
 from __future__ import annotations
@@ -18,17 +24,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
+import netns
 import pytest
 from conftest import clean_env
+from slurm_conf import Host, ThisMachine, write_conf
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "sinfo", "squeue", "scontrol", "scancel")
@@ -59,28 +67,35 @@ def find_binaries() -> dict[str, str]:
     return {name: path for name, path in found.items() if path}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class SlurmCluster:
     """A running cluster; ``env`` is what its clients (sbatch, squeue, ...) need."""
 
     root: Path
     conf: Path
-    node: str
-    cpus: int
+    hosts: Sequence[Host]
+    cpus: int  # per node
     env: dict[str, str]
     bin: dict[str, str]
     processes: list[subprocess.Popen] = field(default_factory=list)
     extra_dirs: list[Path] = field(default_factory=list)
 
+    @property
+    def node(self) -> str:
+        """The first node: it runs slurmctld, the clients and each job's batch script."""
+        return self.hosts[0].hostname
+
+    @property
+    def nodes(self) -> list[str]:
+        return [host.hostname for host in self.hosts]
+
+    def client(self, *args: str) -> list[str]:
+        """The command line of a Slurm client (first argument: its name), on the first node."""
+        return self.hosts[0].command([self.bin.get(args[0], args[0]), *args[1:]])
+
     def run(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a Slurm client (first argument: its name) against this cluster."""
-        command = [self.bin.get(args[0], args[0]), *args[1:]]
+        command = self.client(*args)
         result = subprocess.run(command, env=self.env, capture_output=True, text=True,
                                 timeout=timeout)
         if check and result.returncode != 0:
@@ -90,7 +105,7 @@ class SlurmCluster:
 
     def sbatch(self, *args: str, cwd: Optional[Path] = None) -> str:
         """Submit; returns the job id."""
-        command = [self.bin["sbatch"], "--parsable", *args]
+        command = self.client("sbatch", "--parsable", *args)
         result = subprocess.run(command, env=self.env, capture_output=True, text=True,
                                 timeout=30, cwd=cwd)
         if result.returncode != 0:
@@ -131,18 +146,18 @@ class SlurmCluster:
         """Cancel jobs, stop the daemons this cluster started, remove its files."""
         try:
             if self.processes and self.processes[-1].poll() is None:
-                subprocess.run([self.bin["scancel"], "--user", "root"], env=self.env,
+                subprocess.run(self.client("scancel", "--user", "root"), env=self.env,
                                capture_output=True, timeout=10)
                 deadline = time.monotonic() + 15
                 while time.monotonic() < deadline:
-                    queue = subprocess.run([self.bin["squeue"], "--noheader"], env=self.env,
+                    queue = subprocess.run(self.client("squeue", "--noheader"), env=self.env,
                                            capture_output=True, text=True, timeout=10)
                     if queue.returncode != 0 or not queue.stdout.strip():
                         break
                     time.sleep(0.5)
         except (OSError, subprocess.SubprocessError):
             pass
-        # the reverse of the start order: slurmd, slurmctld, then munged
+        # the reverse of the start order: slurmds, slurmctld, then munged
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.terminate()
@@ -154,57 +169,6 @@ class SlurmCluster:
         self.processes.clear()
         for path in [self.root, *self.extra_dirs]:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _write_conf(cluster_root: Path, node: str, cpus: int, munge_socket: Path) -> Path:
-    ctld_port, slurmd_port = free_port(), free_port()
-    state, spool, log = cluster_root / "state", cluster_root / "spool", cluster_root / "log"
-    for path in (state, spool, log):
-        path.mkdir(parents=True, exist_ok=True)
-    conf = cluster_root / "slurm.conf"
-    conf.write_text(f"""\
-# Written by tests/slurm_cluster.py: a private one-node cluster.
-ClusterName=mnisttest
-# the loopback address: the daemons need not resolve this machine's name
-SlurmctldHost={node}(127.0.0.1)
-SlurmUser=root
-SlurmdUser=root
-# free ports, so a system Slurm or another test session on this machine is left alone
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-# job ids, and the rendezvous ports the jobs derive from them, differ between clusters
-# started side by side (one per test process)
-FirstJobId={ctld_port}
-AuthType=auth/munge
-CredType=cred/munge
-# our own munged; cred_expire also sets how long a requeued job waits before it may start
-AuthInfo=socket={munge_socket},cred_expire=10
-StateSaveLocation={state}
-SlurmdSpoolDir={spool}
-SlurmctldPidFile={cluster_root}/slurmctld.pid
-SlurmdPidFile={cluster_root}/slurmd.pid
-SlurmctldLogFile={log}/slurmctld.log
-SlurmdLogFile={log}/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-# no cgroups in containers: track processes by parent id, bind nothing
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-JobCompType=jobcomp/none
-AccountingStorageType=accounting_storage/none
-ReturnToService=2
-# finished jobs stay visible to `scontrol show job` (there is no accounting for sacct)
-MinJobAge=600
-KillWait=10
-# trust the CPU count below even on a 1-core CI runner, so 2-task jobs can run
-SlurmdParameters=config_overrides
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-""")
-    return conf
 
 
 def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -225,8 +189,11 @@ def _wait(check: Callable[[], bool], timeout: float, what: str, cluster: SlurmCl
         time.sleep(0.2)
 
 
-def start_slurm_cluster(base_dir: Path) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd under ``base_dir``; wait until the node is idle.
+def start_slurm_cluster(base_dir: Path, hosts: Optional[Sequence[Host]] = None,
+                        cpus: Optional[int] = None) -> SlurmCluster:
+    """Start munged, slurmctld and a slurmd per host (default: this machine) under
+    ``base_dir``, ``cpus`` per node (default: this machine's, at least 2); wait until every
+    node is idle.
 
     The caller must call ``stop()`` (the ``slurm_cluster`` fixture does); on a failure to
     start, everything started so far is stopped before the error propagates.
@@ -234,8 +201,8 @@ def start_slurm_cluster(base_dir: Path) -> SlurmCluster:
     binaries = find_binaries()
     root = Path(base_dir).resolve()
     (root / "log").mkdir(parents=True, exist_ok=True)
-    node = socket.gethostname().split(".")[0]
-    cpus = max(os.cpu_count() or 1, 2)
+    hosts = list(hosts or [ThisMachine()])
+    cpus = cpus or max(os.cpu_count() or 1, 2)
 
     munge_dir = root / "munge"
     extra_dirs = []
@@ -249,9 +216,9 @@ def start_slurm_cluster(base_dir: Path) -> SlurmCluster:
     key.chmod(0o600)
     munge_socket = munge_dir / "munge.socket"
 
-    conf = _write_conf(root, node, cpus, munge_socket)
+    conf = write_conf(root, hosts, cpus, munge_socket)
     env = clean_env(SLURM_CONF=str(conf))
-    cluster = SlurmCluster(root=root, conf=conf, node=node, cpus=cpus, env=env, bin=binaries,
+    cluster = SlurmCluster(root=root, conf=conf, hosts=hosts, cpus=cpus, env=env, bin=binaries,
                            extra_dirs=extra_dirs)
     try:
         cluster.processes.append(_start(
@@ -260,18 +227,21 @@ def start_slurm_cluster(base_dir: Path) -> SlurmCluster:
              f"--seed-file={munge_dir / 'munged.seed'}", f"--log-file={root / 'log' / 'munged.log'}"],
             root / "log" / "munged.out", env))
         _wait(munge_socket.exists, 20, "munge socket", cluster)
-        cluster.processes.append(_start([binaries["slurmctld"], "-D", "-i", "-f", str(conf)],
-                                        root / "log" / "slurmctld.out", env))
+        cluster.processes.append(_start(
+            hosts[0].command([binaries["slurmctld"], "-D", "-i", "-f", str(conf)]),
+            root / "log" / "slurmctld.out", env))
         _wait(lambda: cluster.run("scontrol", "ping", check=False).returncode == 0, 30,
               "slurmctld answering", cluster)
-        cluster.processes.append(_start([binaries["slurmd"], "-D", "-f", str(conf)],
-                                        root / "log" / "slurmd.out", env))
+        for host in hosts:
+            cluster.processes.append(_start(
+                host.command([binaries["slurmd"], "-D", "-N", host.hostname, "-f", str(conf)]),
+                root / "log" / f"slurmd-{host.hostname}.out", env))
 
-        def node_idle() -> bool:
+        def nodes_idle() -> bool:
             out = cluster.run("sinfo", "--noheader", "--Node", "--format=%T", check=False)
-            return out.returncode == 0 and out.stdout.split() == ["idle"]
+            return out.returncode == 0 and out.stdout.split() == ["idle"] * len(hosts)
 
-        _wait(node_idle, 60, f"idle node {node}", cluster)
+        _wait(nodes_idle, 60, f"idle nodes {', '.join(cluster.nodes)}", cluster)
     except BaseException:
         cluster.stop()
         raise
@@ -286,6 +256,23 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextmanager
+def slurm_two_nodes(base_dir: Path) -> Iterator[SlurmCluster]:
+    """A cluster of two network-namespace nodes (tests/netns.py), 2 CPUs each: each node has
+    its own hostname, address and /etc/hosts, as a job's tasks see them. On exit the daemons
+    are stopped, whatever is left in a namespace is killed and the namespaces are deleted."""
+    find_binaries()  # skips (or fails in CI) before any namespace is made
+    reason = netns.unavailable()
+    if reason is not None:
+        unavailable(f"two-node Slurm test cluster: {reason}")
+    with netns.two_nodes(prefix="slurm") as nodes:
+        cluster = start_slurm_cluster(base_dir, hosts=nodes, cpus=2)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 if __name__ == "__main__":  # a quick manual check: python tests/slurm_cluster.py
