@@ -189,6 +189,16 @@ def _wait(check: Callable[[], bool], timeout: float, what: str, cluster: SlurmCl
         time.sleep(0.2)
 
 
+def short_if_needed(path: Path, suffix_length: int, made: list[Path]) -> Path:
+    """``path``, or a new short directory (added to ``made``, removed at stop) where ``path``
+    plus ``suffix_length`` more bytes would exceed MAX_SOCKET_PATH."""
+    if len(str(path)) + suffix_length <= MAX_SOCKET_PATH:
+        return path
+    short = Path(tempfile.mkdtemp(prefix=f"{path.name}-"))
+    made.append(short)
+    return short
+
+
 def start_slurm_cluster(base_dir: Path, hosts: Optional[Sequence[Host]] = None,
                         cpus: Optional[int] = None) -> SlurmCluster:
     """Start munged, slurmctld and a slurmd per host (default: this machine) under
@@ -204,11 +214,13 @@ def start_slurm_cluster(base_dir: Path, hosts: Optional[Sequence[Host]] = None,
     hosts = list(hosts or [ThisMachine()])
     cpus = cpus or max(os.cpu_count() or 1, 2)
 
-    munge_dir = root / "munge"
+    # Unix socket paths must stay under 108 bytes: where the test's directory is too deep,
+    # munged's socket and the slurmds' spool (slurmstepd's sockets are
+    # <spool>/<node>/<node>_<job id>.<step id>, step ids up to 10 digits) go to short ones
     extra_dirs = []
-    if len(str(munge_dir / "munge.socket")) > MAX_SOCKET_PATH:
-        munge_dir = Path(tempfile.mkdtemp(prefix="munge-"))
-        extra_dirs.append(munge_dir)
+    munge_dir = short_if_needed(root / "munge", len("/munge.socket"), extra_dirs)
+    longest = max(len(host.hostname) for host in hosts)
+    spool = short_if_needed(root / "spool", 2 * longest + 20, extra_dirs)
     munge_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     munge_dir.chmod(0o700)  # munged refuses a key or socket in a directory others can write
     key = munge_dir / "munge.key"
@@ -216,7 +228,7 @@ def start_slurm_cluster(base_dir: Path, hosts: Optional[Sequence[Host]] = None,
     key.chmod(0o600)
     munge_socket = munge_dir / "munge.socket"
 
-    conf = write_conf(root, hosts, cpus, munge_socket)
+    conf = write_conf(root, spool, hosts, cpus, munge_socket)
     env = clean_env(SLURM_CONF=str(conf))
     cluster = SlurmCluster(root=root, conf=conf, hosts=hosts, cpus=cpus, env=env, bin=binaries,
                            extra_dirs=extra_dirs)

@@ -39,11 +39,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_conf(cluster_root: Path, hosts: Sequence[Host], cpus: int, munge_socket: Path) -> Path:
-    """slurm.conf under ``cluster_root`` (with its state, spool and log directories): one
-    node per host, ``cpus`` each, slurmctld on the first, authenticated by that munged."""
+def write_conf(cluster_root: Path, spool: Path, hosts: Sequence[Host], cpus: int,
+               munge_socket: Path) -> Path:
+    """slurm.conf under ``cluster_root`` (with its state and log directories; the slurmds'
+    spool under ``spool``): one node per host, ``cpus`` each, slurmctld on the first,
+    authenticated by that munged."""
     ctld_port, slurmd_port = free_port(), free_port()
-    state, spool, log = cluster_root / "state", cluster_root / "spool", cluster_root / "log"
+    state, log = cluster_root / "state", cluster_root / "log"
     for path in (state, log, *(spool / host.hostname for host in hosts)):
         path.mkdir(parents=True, exist_ok=True)
     nodes = "\n".join(f"NodeName={host.hostname} NodeAddr={host.address} CPUs={cpus} "
