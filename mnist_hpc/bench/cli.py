@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", default=None,
                         help="comma-separated cases or groups to run: "
                              + ", ".join(NAMES))
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds of the race against the published recipe, 0 to N-1 "
+                             "(default 5; 1 with --quick)")
     parser.add_argument("--evals-per-epoch", type=int, default=4,
                         help="test evaluations per epoch in the time-to-accuracy runs")
     parser.add_argument("--targets", default="98,99", help="test accuracies to time, percent")

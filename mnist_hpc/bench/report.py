@@ -73,21 +73,53 @@ def format_report(report: dict) -> str:
                          + f" {row['final_test_acc']:>8.2f} {row['train_s']:>8.1f} "
                            f"{row['eval_s']:>7.1f}")
         lines.append("(@: epochs trained when first reached)")
+    if report.get("race"):
+        lines += [""] + _race_lines(report["race"])
     s = report.get("summary") or {}
-    if any(v is not None for v in s.values()):
+    headlines = [  # (the figure a line needs, the line)
+        (s.get("best_throughput_x_notebook"),
+         f"  seed recipe training throughput (fp32, channels_last): "
+         f"{_fmt(s.get('seed_recipe_throughput_x_notebook'))} x"),
+        (s.get("best_throughput_x_notebook"),
+         f"  bf16 + channels_last training throughput: "
+         f"{_fmt(s.get('bf16_cl_throughput_x_notebook'))} x; best case "
+         f"{_fmt(s.get('best_throughput_x_notebook'))} x"),
+        (s.get("seed_epochs_wall_x_notebook"),
+         f"  seed recipe's whole run, wall time: {_fmt(s.get('seed_epochs_wall_x_notebook'))} x"),
+        (s.get("fast_to_99_s"),
+         f"  fast preset to 99 % test (training + evaluation): "
+         f"{_fmt(s.get('fast_to_99_s'), '.1f')} s = "
+         f"{_fmt(s.get('fast_to_99_x_notebook_epochs'))} x the notebook's whole run "
+         f"({_fmt(s.get('notebook_epochs_wall_s'), '.1f')} s)"),
+        (s.get("fast_train_x_published"),
+         f"  fast preset against the published recipe: training "
+         f"{_fmt(s.get('fast_train_x_published'))} x, whole command "
+         f"{_fmt(s.get('fast_command_x_published'))} x its in-process time")]
+    shown = [line for figure, line in headlines if figure is not None]
+    if shown:
         lines += ["", "Summary (x notebook: ratio to the notebook's figure on this machine)",
-                  f"  seed recipe training throughput (fp32, channels_last): "
-                  f"{_fmt(s['seed_recipe_throughput_x_notebook'])} x",
-                  f"  bf16 + channels_last training throughput: "
-                  f"{_fmt(s['bf16_cl_throughput_x_notebook'])} x; best case "
-                  f"{_fmt(s['best_throughput_x_notebook'])} x",
-                  f"  seed recipe's whole run, wall time: "
-                  f"{_fmt(s['seed_epochs_wall_x_notebook'])} x",
-                  f"  fast preset to 99 % test (training + evaluation): "
-                  f"{_fmt(s['fast_to_99_s'], '.1f')} s = "
-                  f"{_fmt(s['fast_to_99_x_notebook_epochs'])} x the notebook's whole run "
-                  f"({_fmt(s['notebook_epochs_wall_s'], '.1f')} s)"]
+                  *shown]
     return "\n".join(lines)
+
+
+def _race_lines(race: dict) -> list[str]:
+    lines = ["The fast preset against the fastest published recipe (tuomaso/train_mnist_fast), "
+             "alternating seed by seed; test accuracy %, seconds to the end of training",
+             f"{'seed':>4} {'published':>9} {'train s':>8} {'fast':>6} {'train s':>8} "
+             f"{'command':>8} {'wall s':>7}"]
+    for row in race["seeds"]:
+        p, o, c = row["published"], row["ours"], row["command"]
+        lines.append(f"{row['seed']:>4} {p['test_acc']:>9.2f} {p['train_s']:>8.2f} "
+                     f"{o['test_acc']:>6.2f} {o['train_s']:>8.2f} {c['test_acc']:>8.2f} "
+                     f"{c['wall_s']:>7.2f}")
+    m, n, hits = race["median"], len(race["seeds"]), race["at_least_99"]
+    return lines + [
+        f"medians: training {m['fast_train_s']:.2f} s (fast) / {m['published_train_s']:.2f} s "
+        f"(published) = {race['train_ratio']:.2f}x; the whole train command "
+        f"{m['command_wall_s']:.2f} s / the published in-process {m['published_in_process_s']:.2f}"
+        f" s = {race['command_ratio']:.2f}x",
+        f"seeds at >= 99.0 % test: published {hits['published']}/{n}, fast {hits['ours']}/{n} "
+        f"(whole command {hits['command']}/{n})"]
 
 
 def summary(report: dict) -> dict:
@@ -101,7 +133,10 @@ def summary(report: dict) -> dict:
     fast = report["time_to_accuracy"].get("fast", {})
     hit = (fast.get("reached") or {}).get("99")
     notebook_wall = epochs.get("notebook", {}).get("wall_s")
+    race = report.get("race") or {}
     return {
+        "fast_train_x_published": race.get("train_ratio"),
+        "fast_command_x_published": race.get("command_ratio"),
         # the seed preset's own path: device-resident, fp32, channels_last
         "seed_recipe_throughput_x_notebook": ratio("device_cl"),
         "bf16_cl_throughput_x_notebook": ratio("bf16_cl"),

@@ -20,18 +20,19 @@ from .epochs import bench_epochs
 from .machine import machine_info
 from .names import CUDA_CASES, GROUPS, THROUGHPUT_CASES, TTA_PRESETS
 from .overhead import bench_overhead
+from .race import bench_race
 from .report import summary
 from .settings import settings_from
 from .throughput import CASES, bench_throughput
 
 
 def _selected(only: Optional[str], device: torch.device, quick: bool) -> list[str]:
-    known = set(CASES) | {"epochs", "overhead"} | set(GROUPS["tta"])
+    known = set(CASES) | {"epochs", "overhead", "race"} | set(GROUPS["tta"])
     if only is None:
         names = list(THROUGHPUT_CASES) + (list(CUDA_CASES) if device.type == "cuda" else [])
         if quick:  # no compile (minutes) and no batch larger than the tiny subsets
             names = [n for n in names if not CASES[n].compile and n not in CUDA_CASES]
-        return names + ["epochs"] + list(GROUPS["tta"])
+        return names + ["epochs"] + list(GROUPS["tta"]) + ["race"]
     names: list[str] = []
     for item in (part.strip() for part in only.split(",") if part.strip()):
         if item in GROUPS:
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                                  "evals_per_epoch": settings.evals_per_epoch,
                                  "targets": list(settings.targets),
                                  "eval_batch_size": settings.eval_batch_size, "names": names},
-                    "throughput": {}, "epochs": None, "time_to_accuracy": {}, "overhead": None}
+                    "throughput": {}, "epochs": None, "time_to_accuracy": {}, "overhead": None,
+                    "race": None}
     started = time.perf_counter()
     cases = [n for n in names if n in CASES]
     if cases:
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                 raise
             except Exception as exc:
                 report["time_to_accuracy"][preset] = {"error": f"{type(exc).__name__}: {exc}"}
+    if "race" in names:
+        seeds = args.seeds or (1 if args.quick else 5)
+        log(f"The fast preset against the published recipe, {seeds} seed(s)")
+        report["race"] = bench_race(settings, seeds, log)
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     report["total_s"] = time.perf_counter() - started
     report["summary"] = summary(report)

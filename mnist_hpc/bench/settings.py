@@ -35,7 +35,7 @@ def settings_from(args: argparse.Namespace, device: torch.device) -> Settings:
     samples and warm-up to time anything) and on --quick."""
     gpu = device.type == "cuda"
     for name in ("repeats", "samples", "warmup", "evals_per_epoch", "epochs", "limit",
-                 "eval_batch_size"):
+                 "eval_batch_size", "seeds"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")

@@ -32,7 +32,8 @@ class RunConfig:
 
     # --- the recipe (the notebook's, unless a preset says otherwise) ---
     model: str = option("cnn", "network: seed is the notebook's (softmax output), cnn the same "
-                        "net giving logits", recipe=True, choices=("seed", "cnn", "resnet", "vit"))
+                        "net giving logits, small the fast preset's 215k-weight CNN",
+                        recipe=True, choices=("seed", "cnn", "small", "resnet", "vit"))
     optimizer: str = option("adam", "optimizer (the notebook uses Adam)", recipe=True,
                             choices=("adam", "adamw", "sgd"))
     lr: float = option(0.003, "learning rate; the default preset's is the measured best of "
@@ -54,6 +55,11 @@ class RunConfig:
     scale_lr: bool = option(False, "multiply lr by the world size (linear scaling rule; only "
                             "when asked, never silently)", recipe=True)
     epochs: int = option(3, "number of epochs", recipe=False)
+    train_metrics: str = option("eval", "the history's train figures: eval, the notebook's "
+                                "eval-mode pass over the train split after each epoch; pass, "
+                                "the loss and accuracy summed while training (the running "
+                                "model, no second pass)", recipe=False,
+                                choices=("eval", "pass"))
     shuffle: bool = option(True, "reshuffle the training split every epoch; the notebook never "
                            "shuffles, the seed preset turns this off", recipe=True)
     seed: int = option(0, "seed for model init, dropout and shuffling (the split uses "

@@ -132,7 +132,7 @@ def batch_plan(config: RunConfig, env: DistEnv, n_train: int) -> BatchPlan:
 def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     """Data, run directory, model and optimizer (restored when resuming), first records;
     None when ``--resume auto`` names a run that completed (nothing to do)."""
-    started = time.perf_counter()
+    started, imports_s = time.perf_counter(), startup.process_age_s() - env.init_s
     device = torch.device(env.device)
     cuda_graphs = graphs.wanted(config, env, device)  # refused before anything is written
     splits = load_data(config, env, device, config.global_batch(env.world_size))
@@ -159,7 +159,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     metrics = first_metrics(ran, env, device, plan, recipe, cuda_graphs, hostnames,
                             observer.flops_per_sample, run_dir.name)
     run = Run(config, env, device, splits, plan, recipe, model, step, comm_timer, observer,
-              run_dir, lock, started, data_load_s, metrics)
+              run_dir, lock, started, data_load_s, imports_s, metrics)
     if state is not None:
         run.resume(state)
     if env.is_main:
@@ -193,6 +193,8 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest) -> tuple[engine.EpochRe
                           if config.loader == "torchvision" else None))
     if run.comm_timer is not None:
         run.comm_timer.take_seconds()  # forget the evaluation's all-reduces
+    if recipe.pass_sums is not None:
+        recipe.pass_sums.sums.zero_()  # what this epoch trains on, from here (and no warm-up)
     stop.start_clock()
     engine.synchronize(run.device)
     started = time.perf_counter()
@@ -213,7 +215,9 @@ def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: floa
     figures = run.observer.trained()
     run.observer.activity.set("all-reduce of evaluation sums", epoch)
     started = time.perf_counter()
-    train_eval, val_eval = run.evaluate(run.splits.train), run.evaluate(run.splits.val)
+    pass_sums = run.recipe.pass_sums  # the train figures summed while training, or a pass
+    train_eval = pass_sums.take(run.env) if pass_sums else run.evaluate(run.splits.train)
+    val_eval = run.evaluate(run.splits.val)
     engine.synchronize(run.device)
     eval_s = time.perf_counter() - started
     run.history.append([train_eval.accuracy, train_eval.loss, val_eval.accuracy, val_eval.loss])
@@ -226,6 +230,7 @@ def record_epoch(run: Run, epoch: int, result: engine.EpochResult, train_s: floa
         epoch=epoch, train_s=train_s, eval_s=eval_s, train_samples=result.samples,
         train_samples_per_s=result.samples / train_s, comm_s=comm_s,
         train_acc=train_eval.accuracy, train_loss=train_eval.loss,
+        train_figures="pass" if pass_sums else "eval",
         val_acc=val_eval.accuracy, val_loss=val_eval.loss,
         ranks=ranks, **efficiency)  # type: ignore[typeddict-item]
     run.observer.plot_epoch(metrics_json.epoch_curves(record), epoch)
@@ -255,18 +260,22 @@ def run_epoch(run: Run, epoch: int, stop: StopRequest) -> None:
 def finish(run: Run, warmup_s: float, startup_s: float) -> None:
     """The test split, evaluated once; the final figures (history and plots are written)."""
     run.observer.activity.set("all-reduce of the test evaluation's sums")
+    test_started = time.perf_counter()
     test_eval = run.evaluate(run.splits.test)
+    test_eval_s = time.perf_counter() - test_started
     run.metrics["samples"]["test"] = test_eval.count
+    run.save_model()  # before the run is marked completed: every completed run has one
     run.metrics["final"] = metrics_json.Final(
         test_acc=test_eval.accuracy, test_loss=test_eval.loss,
         val_acc=run.history[-1][2] if run.history else None,
         wall_s=time.perf_counter() - run.started, data_load_s=run.data_load_s,
         init_process_group_s=run.env.init_s,
         train_s=sum(e["train_s"] for e in run.metrics["epochs"]),
-        warmup_s=warmup_s, startup_s=startup_s,
+        warmup_s=warmup_s, startup_s=startup_s, imports_s=run.imports_s,
+        eval_s=sum(e["eval_s"] for e in run.metrics["epochs"]) + test_eval_s,
+        write_s=run.write_s, process_s=startup.process_age_s(),
     )
     log(run.env, f"Test accuracy: {test_eval.accuracy:.4f}, test loss: {test_eval.loss:.4f}")
-    run.save_model()  # before the run is marked completed: every completed run has one
     run.write_metrics(COMPLETED)
     log(run.env, report.summary(run.metrics, run.run_dir) + f"\nRun directory: {run.run_dir}")
 

@@ -106,6 +106,8 @@ class Epoch(TypedDict):
     comm_s: Optional[float]  # gradient all-reduce time on gloo; None elsewhere
     train_acc: float  # percent
     train_loss: float
+    # eval: a pass over the train split after the epoch; pass: summed while training
+    train_figures: NotRequired[Literal["eval", "pass"]]
     val_acc: float
     val_loss: float
     ranks: Ranks
@@ -123,6 +125,11 @@ class Final(TypedDict):
     train_s: float
     warmup_s: float  # inside wall_s
     startup_s: float  # process start to the first step
+    # the whole process, and what it spent besides training (all in process_s)
+    process_s: NotRequired[float]  # process start to the end of the run
+    imports_s: NotRequired[float]  # process start to the set-up, less init_process_group_s
+    eval_s: NotRequired[float]  # every evaluation pass: the epochs' and the test split's
+    write_s: NotRequired[float]  # results files: metrics, history, plots, checkpoints, model
 
 
 class Resume(TypedDict):

@@ -38,6 +38,21 @@ def epoch_line(epochs: list[metrics_json.Epoch], total_epochs: int, seen: str) -
             f"{duration(eta_s(epochs, total_epochs))}; {seen}")
 
 
+def _outside_training(final: metrics_json.Final) -> list[str]:
+    """Where the process's time went besides training (runs before these figures: nothing)."""
+    if "process_s" not in final:
+        return []
+    parts = {"start-up and imports": final["imports_s"],
+             "process group": final["init_process_group_s"], "data": final["data_load_s"],
+             "warm-up": final["warmup_s"], "evaluation": final["eval_s"],
+             "writing results": final["write_s"]}
+    outside = final["process_s"] - final["train_s"]
+    parts["other"] = outside - sum(parts.values())
+    return [f"  outside training     {outside:.1f} s of the process's {final['process_s']:.1f} s: "
+            + ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items()
+                        if round(seconds, 1))]
+
+
 def summary(metrics: metrics_json.Metrics, run_dir: Path) -> str:
     """A completed run on one screen: validation accuracy (best and last), test accuracy,
     wall time, mean training throughput, the ranks, and where the model is."""
@@ -56,6 +71,7 @@ def summary(metrics: metrics_json.Metrics, run_dir: Path) -> str:
         f"{metrics['samples']['test']:,} images)",
         f"  wall time            {duration(final['wall_s'])} (training "
         f"{duration(train_s)} over {len(epochs)} epoch(s))",
+        *_outside_training(final),
         "  mean throughput      "
         + (f"{samples / train_s:,.0f} samples/s while training" if train_s > 0 else "n/a"),
         f"  model                {run_dir / MODEL} (python -m mnist_hpc.evaluate {run_dir}"

@@ -6,7 +6,9 @@ Only rank 0 prints and writes; every collective here runs on every rank.
 
 from __future__ import annotations
 
+import functools
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Optional
@@ -51,6 +53,18 @@ def progress_printer(env: DistEnv, epoch: int, total: int) -> Callable[[int], No
     return show
 
 
+def _writes(method: Callable) -> Callable:
+    """The method's time counts into ``Run.write_s``: what a run spends on its files."""
+    @functools.wraps(method)
+    def timed(self: "Run", *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.write_s += time.perf_counter() - started
+    return timed
+
+
 @dataclass
 class Run:
     """What one training run carries from epoch to epoch, every part known when it is built
@@ -71,10 +85,12 @@ class Run:
     lock: Optional[IO]  # rank 0's hold on the run directory, released when the process ends
     started: float  # perf_counter at the start, for the wall time
     data_load_s: float
+    imports_s: float  # process start to the set-up, less the process group's start
     metrics: metrics_json.Metrics  # what metrics.json holds (rank 0 writes it)
     history: list = field(default_factory=list)
     start_epoch: int = 0
     start_step: int = 0  # where the next epoch starts: not 0 only when resuming mid-epoch
+    write_s: float = 0.0  # this process's time writing results files (``_writes``)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -84,10 +100,12 @@ class Run:
     def global_batch(self) -> int:
         return self.plan.global_batch
 
+    @_writes
     def write_metrics(self, status: metrics_json.Status, error: Optional[str] = None) -> None:
         if self.env.is_main:
             metrics_json.write(self.run_dir, self.metrics, status, error)
 
+    @_writes
     def write_history(self) -> None:
         if self.env.is_main and self.history:
             array = np.array(self.history, dtype=np.float64)
@@ -110,6 +128,7 @@ class Run:
         log(env, f"Resuming {self.run_dir} at epoch {self.start_epoch}, step {self.start_step}"
                  + (f" (forced: {'; '.join(warnings)})" if warnings else ""))
 
+    @_writes
     def save_checkpoint(self, epoch: int, step: int) -> None:
         """Where the run goes on (``epoch``, ``step``); every rank's RNG, rank 0 writes."""
         self.observer.activity.set("gather of RNG states for a checkpoint", epoch, step)
@@ -126,6 +145,7 @@ class Run:
                 "world_size": self.env.world_size,
                 "resumed_from": self.metrics["resumed_from"]})
 
+    @_writes
     def save_model(self) -> None:
         """``model.pt``: the trained network, weights only (run.model_file); rank 0 writes."""
         if self.env.is_main:

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..data.dataset import Split, eval_batches, to_input
 from ..job.layout import DistEnv
@@ -56,6 +57,34 @@ class EvalResult:
     def loss(self) -> float:
         """Mean cross-entropy per sample."""
         return self.loss_sum / self.count
+
+
+class PassSums(nn.Module):
+    """The loss function, also summing what the training pass saw (``--train-metrics pass``):
+    plain cross-entropy (the evaluation's loss, without label smoothing), correct predictions
+    and samples, of the running model in train mode. The sums stay on the device (no copy per
+    step) in a buffer, so that a CUDA graph's capture, which saves and restores the step's
+    state, keeps them too; ``take`` makes them global with one all-reduce."""
+
+    def __init__(self, loss_fn: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.loss_fn = loss_fn
+        self.register_buffer("sums", torch.zeros(3, dtype=torch.float64, device=device))
+
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            seen = outputs.detach()
+            self.sums[0] += F.cross_entropy(seen, labels, reduction="sum")
+            self.sums[1] += (seen.argmax(1) == labels).sum()
+            self.sums[2] += len(labels)
+        return self.loss_fn(outputs, labels)
+
+    def take(self, env: DistEnv) -> EvalResult:
+        """The global sums since the last call (a collective), then zero."""
+        sums = all_reduce_sum(self.sums.clone(), env)
+        self.sums.zero_()
+        loss_sum, correct, count = sums.tolist()
+        return EvalResult(loss_sum, correct, int(count))
 
 
 @dataclass

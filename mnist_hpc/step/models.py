@@ -1,5 +1,6 @@
-"""Networks by name: the notebook's CNN (faithful), its corrected form, and the next steps
-the notebook points at (a small ResNet and a small ViT). Models know nothing of data or ranks.
+"""Networks by name: the notebook's CNN (faithful), its corrected form, the published fast
+recipe's small CNN, and the next steps the notebook points at (a small ResNet and a small
+ViT). Models know nothing of data or ranks.
 """
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ class MNISTCNN(MNISTClassifier):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.logits(inputs)
+
+
+class SmallCNN(nn.Module):
+    """The network of the fastest published MNIST recipe (tuomaso/train_mnist_fast): conv
+    1->24 5x5, max-pool, conv 24->32 3x3, max-pool, linear 800->256->10, ReLUs, no dropout.
+    215k weights and a tenth of the notebook CNN's FLOPs per image (1.2 M multiply-adds
+    against 12 M): the `fast` preset's network. Returns logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_1 = nn.Conv2d(1, 24, kernel_size=5)
+        self.conv_2 = nn.Conv2d(24, 32, kernel_size=3)
+        self.dense_3 = nn.Linear(800, 256)
+        self.dense_4 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # pool before ReLU, as the published network does: ReLU touches a quarter of the values
+        x = F.relu(F.max_pool2d(self.conv_1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv_2(x), 2))
+        return self.dense_4(F.relu(self.dense_3(torch.flatten(x, 1))))
 
 
 class _ResidualBlock(nn.Module):
@@ -114,7 +135,8 @@ class ViT(nn.Module):
         return self.head(self.norm(self.encoder(tokens)[:, 0]))
 
 
-MODELS = {"seed": MNISTClassifier, "cnn": MNISTCNN, "resnet": ResNet, "vit": ViT}
+MODELS = {"seed": MNISTClassifier, "cnn": MNISTCNN, "small": SmallCNN, "resnet": ResNet,
+          "vit": ViT}
 
 
 def build_model(name: str, dropout: bool = True) -> nn.Module:

@@ -15,7 +15,7 @@ from .. import seeds
 from ..config.options import RunConfig
 from ..config.resolve import precision_ran
 from . import sync_batchnorm
-from .engine import Precision
+from .engine import PassSums, Precision
 from .models import build_model
 
 
@@ -31,6 +31,11 @@ class Recipe:
     precision: Precision
     loss_fn: nn.Module
     lr: float
+
+    @property
+    def pass_sums(self) -> Optional[PassSums]:
+        """What the training pass summed, where the config asks for it (``--train-metrics``)."""
+        return self.loss_fn if isinstance(self.loss_fn, PassSums) else None
 
 
 def build_optimizer(config: RunConfig, params, lr: float) -> torch.optim.Optimizer:
@@ -66,7 +71,8 @@ def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: i
     several ranks, BatchNorm layers normalise over the global batch (sync_batchnorm.py)."""
     # process-wide switches, set either way so that a run in the same process never inherits
     # the last one's (CUBLAS_WORKSPACE_CONFIG, which cuBLAS also needs, is set by train.main)
-    torch.use_deterministic_algorithms(config.deterministic)
+    if torch.are_deterministic_algorithms_enabled() != config.deterministic:
+        torch.use_deterministic_algorithms(config.deterministic)  # imports torch._inductor
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = config.deterministic
         # fixed shapes: pick the fastest kernels once, unless they must be the same every run
@@ -81,6 +87,9 @@ def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: i
     lr = config.lr * (world_size if config.scale_lr else 1)
     optimizer = build_optimizer(config, raw_model.parameters(), lr)
     scheduler = build_scheduler(config, optimizer, lr, config.epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum", label_smoothing=config.label_smoothing)
+    loss_fn: nn.Module = nn.CrossEntropyLoss(reduction="sum",
+                                             label_smoothing=config.label_smoothing)
+    if config.train_metrics == "pass":
+        loss_fn = PassSums(loss_fn, device)
     return Recipe(raw_model, model, optimizer, scheduler, precision_for(config, device, graphs),
                   loss_fn, lr)

@@ -78,12 +78,27 @@ def test_quick_json_times_accuracy_for_both_presets(quick_run):
         assert row["curve"] and all(_positive(p["train_s"]) for p in row["curve"])
 
 
+def test_quick_json_races_the_published_recipe(quick_run):
+    race = json.loads(quick_run[1].read_text())["race"]
+    (row,) = race["seeds"]  # one seed when quick
+    for side in ("published", "ours", "command"):
+        assert _positive(row[side]["train_s"]) and 0 <= row[side]["test_acc"] <= 100
+    assert _positive(row["published"]["in_process_s"]) and _positive(row["command"]["wall_s"])
+    assert race["train_ratio"] == pytest.approx(row["ours"]["train_s"]
+                                                / row["published"]["train_s"])
+    assert race["command_ratio"] == pytest.approx(row["command"]["wall_s"]
+                                                  / row["published"]["in_process_s"])
+    # the same network and recipe in-process and as the command: the same accuracy
+    assert row["ours"]["test_acc"] == pytest.approx(row["command"]["test_acc"], abs=0.01)
+
+
 def test_quick_run_succeeds_and_prints_the_table(quick_run):
     proc, out = quick_run
     assert proc.returncode == 0, proc.stderr
     assert "Training throughput" in proc.stdout
     assert "Seed recipe" in proc.stdout
     assert "Time to test accuracy" in proc.stdout
+    assert "against the fastest published recipe" in proc.stdout
     assert f"Wrote {out}" in proc.stdout
 
 

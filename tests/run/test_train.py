@@ -188,7 +188,7 @@ def test_prints_the_notebooks_epoch_lines_and_the_run_directory(smoke_run):
                      r"[\d.]+ s, eval [\d.]+ s\), ETA \d:\d\d:\d\d; ", result.stdout, re.M)
     summary = lines[lines.index(f"Summary of run {run_dir.name} (cnn, 1 rank(s), cpu):"):]
     assert [line.split()[0] for line in summary[1:]] == [
-        "validation", "test", "wall", "mean", "model", "Run"]
+        "validation", "test", "wall", "outside", "mean", "model", "Run"]
     assert summary[-2:] == [
         f"  model                {run_dir / 'model.pt'} (python -m mnist_hpc.evaluate "
         f"{run_dir} --limit 600)", f"Run directory: {run_dir}"]
@@ -240,3 +240,36 @@ def test_metrics_json_records_the_run(smoke_run):
     versions = metrics["versions"]
     assert versions["torch"] and versions["python"] and versions["hostname"]
     json.dumps(metrics)
+
+
+def test_metrics_json_says_where_the_process_spent_its_time(smoke_run):
+    """What the command spends outside training, each part measured on its own clock: the
+    parts and the training are disjoint, so together they fit in the process's time."""
+    result, run_dir = smoke_run
+    metrics = read_metrics(run_dir)
+    final = metrics["final"]
+    parts = [final[key] for key in ("imports_s", "init_process_group_s", "data_load_s",
+                                    "warmup_s", "eval_s", "write_s")]
+    assert final["imports_s"] > 0 and final["write_s"] > 0 and min(parts) >= 0
+    assert final["eval_s"] > sum(epoch["eval_s"] for epoch in metrics["epochs"])  # + test
+    assert final["train_s"] + sum(parts) <= final["process_s"] + 0.02  # /proc's 10 ms ticks
+    assert final["process_s"] >= final["startup_s"]
+    assert all(epoch["train_figures"] == "eval" for epoch in metrics["epochs"])
+    assert re.search(r"^  outside training     [\d.]+ s of the process's [\d.]+ s: start-up "
+                     r"and imports [\d.]+, .*evaluation [\d.]+, writing results [\d.]+",
+                     result.stdout, re.M)
+
+
+def test_train_metrics_pass_sums_the_training_pass_instead_of_a_second_one(tmp_path):
+    """--train-metrics pass: the history's train figures are what the training pass saw
+    (every trained sample counted once), named so in metrics.json."""
+    result = run_trainer(["--config", "fast", "--limit", "700", "--epochs", "2",
+                          "--results-dir", str(tmp_path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = read_metrics(only_run_dir(tmp_path))
+    assert metrics["model"]["name"] == "small" and metrics["batch"]["precision"] == "bf16"
+    assert [e["train_figures"] for e in metrics["epochs"]] == ["pass", "pass"]
+    assert metrics["samples"]["train"] == 700 == metrics["epochs"][-1]["train_samples"]
+    for epoch in metrics["epochs"]:
+        assert 0 < epoch["train_acc"] < 100 and epoch["train_loss"] > 0
+        assert epoch["train_acc"] * 7 == pytest.approx(round(epoch["train_acc"] * 7))  # /700

@@ -116,3 +116,24 @@ def test_eval_batch_size_does_not_change_the_result(splits):
     assert len({r.correct for r in results}) == 1
     for r in results[1:]:
         assert r.loss_sum == pytest.approx(results[0].loss_sum, rel=1e-6)
+
+
+def test_pass_sums_count_exactly_what_the_training_pass_saw(splits):
+    """With the weights held still (lr 0) and no dropout, the sums taken while training equal
+    an evaluation of the same samples: the same counts, the same plain cross-entropy (the
+    training loss's label smoothing left out); ``take`` starts the next sums from zero."""
+    torch.manual_seed(0)
+    model = build_model("small")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    sums = engine.PassSums(nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.1),
+                           torch.device("cpu"))
+    split, n = splits.train, 300
+    parts = [slice(i, min(i + 64, n)) for i in range(0, n, 64)]
+    batches = [(dataset.to_input(split.images[p]), split.labels[p], len(split.labels[p]))
+               for p in parts]
+    engine.train_one_epoch(model, batches, optimizer, sums, 1, engine.Precision())
+    got = sums.take(DistEnv())
+    want = engine.evaluate(model, split, range(n), DistEnv(), engine.Precision(), 128)
+    assert (got.count, got.correct) == (n, want.correct)
+    assert got.loss_sum == pytest.approx(want.loss_sum, rel=1e-6)
+    assert sums.sums.tolist() == [0.0, 0.0, 0.0]

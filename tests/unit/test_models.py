@@ -6,9 +6,11 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from mnist_hpc.bench.accuracy import bench_time_to_accuracy
 from mnist_hpc.bench.cli import build_parser as bench_parser
+from mnist_hpc.bench.published import Net
 from mnist_hpc.bench.settings import settings_from
 from mnist_hpc.config.flags import parse_args
 from mnist_hpc.step.models import (
@@ -103,3 +105,14 @@ def test_new_presets_train_their_own_model_with_their_own_recipe(name, precision
     config = parse_args(["--config", name])
     assert (config.model, config.schedule, config.augment) == (name, "onecycle", "shift")
     assert config.precision == precision
+
+
+def test_the_small_network_is_the_published_recipes():
+    """The fast preset's network computes what the published notebook's ``Net`` computes (its
+    log-softmax aside: CrossEntropyLoss applies that), weight for weight."""
+    ours, theirs = build_model("small"), Net()
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in theirs.parameters()]
+    theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values())))
+    x = torch.randn(8, 1, 28, 28)
+    torch.testing.assert_close(F.log_softmax(ours(x), dim=1), theirs(x))
+    assert count_parameters(ours) == 215_194

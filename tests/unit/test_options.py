@@ -32,8 +32,9 @@ from mnist_hpc.config.options import (
 from mnist_hpc.errors import EXIT_USAGE
 
 # measured before options were declared in one place; a change here strands every checkpoint
+# (fast: its recipe changed to the small network in one epoch, on purpose)
 PINNED_HASHES = {"RunConfig()": "37762bc40f2976e4", "default": "37762bc40f2976e4",
-                 "fast": "e3816133cee5fbed", "resnet": "8f9c47a9acc03f32",
+                 "fast": "bd2efe78d0035faa", "resnet": "8f9c47a9acc03f32",
                  "seed": "5e7d53ce2381c6f3", "vit": "bb7f0c6bb94f1de0"}
 
 
@@ -154,7 +155,8 @@ CHANGES = {
     "momentum": {"momentum": 0.5}, "schedule": {"schedule": "onecycle"},
     "warmup_fraction": {"warmup_fraction": 0.3}, "label_smoothing": {"label_smoothing": 0.1},
     "batch_size": {"batch_size": 256}, "batch_mode": {"batch_mode": "per-rank"},
-    "scale_lr": {"scale_lr": True}, "epochs": {"epochs": 9}, "shuffle": {"shuffle": False},
+    "scale_lr": {"scale_lr": True}, "epochs": {"epochs": 9},
+    "train_metrics": {"train_metrics": "pass"}, "shuffle": {"shuffle": False},
     "seed": {"seed": 1}, "split_seed": {"split_seed": 1}, "dropout": {"dropout": False},
     "normalize": {"normalize": True}, "limit": {"limit": 100}, "augment": {"augment": "shift"},
     "sync_bn": {"sync_bn": True}, "data_dir": {"data_dir": "/elsewhere"},
