@@ -61,7 +61,6 @@ def test_dropout_can_be_switched_off():
 
 def test_seed_forward_equals_the_notebooks_layer_order_bit_for_bit():
     """models.py pools before the last ReLU for speed; values and gradients must not move."""
-    from torch.nn import functional as F
 
     def notebook_forward(m, x):  # the notebook's forward, verbatim in order
         h = F.relu(m.conv_2(F.relu(m.conv_1(x))))
