@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..config.options import replace
 from ..data import dataset
 from ..data.mnist_files import load_raw
@@ -67,6 +69,7 @@ def bench_race(settings: Settings, seeds: int, log: Callable[[str], None]) -> di
     rows = []
     for seed in range(seeds):
         published.load(raw, settings.device, seed, settings.limit)
+        torch.manual_seed(seed)  # the published network's initial weights
         published_acc, published_clocks = published.main()
         row = {"seed": seed, "published": {"test_acc": published_acc, **published_clocks},
                "ours": ours(settings, seed, data), "command": whole_command(settings, seed)}
