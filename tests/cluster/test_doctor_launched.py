@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, clean_env
 from launchers import launch, launcher
 
+from mnist_hpc.config.options import CHOICES
 from mnist_hpc.doctor import allreduce
 from mnist_hpc.doctor.cli import QUICK_MAX_BYTES
 from mnist_hpc.scaling import perfmodel
@@ -36,7 +37,7 @@ def test_two_healthy_ranks(kind, name, tmp_path):
         assert row["latency_us"] > 0
         assert row["algbw_gbs"] == pytest.approx(row["bytes"] / row["latency_us"] / 1e3)
         assert row["busbw_gbs"] == pytest.approx(row["algbw_gbs"])
-    assert {g["model"] for g in bench["gradients"]} == {"seed", "cnn", "resnet", "vit"}
+    assert {g["model"] for g in bench["gradients"]} == set(CHOICES["model"])
     summary = report["allreduce"]
     assert summary["latency_us"] == bench["sizes"][0]["latency_us"]
     assert summary["hop_latency_us"] == pytest.approx(summary["latency_us"] / 2)

@@ -23,6 +23,7 @@ import pytest
 import torch
 from conftest import REPO, clean_env
 
+from mnist_hpc.config.options import CHOICES
 from mnist_hpc.data import mnist_files
 
 
@@ -147,6 +148,7 @@ def alias_bomb() -> str:
     return "\n".join(lines + ["betas: [" + ",".join(["*h"] * 9) + "]"]) + "\n"
 
 
+MODEL_CHOICES = ", ".join(CHOICES["model"])
 TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
 
 CASES = {
@@ -157,7 +159,7 @@ CASES = {
     "bad device": Case(["--device", "tpu"],
                        r"device must be one of auto, cpu, cuda, mps, got 'tpu'$"),
     "bad model": Case(["--model", "lenet"],
-                      r"model must be one of seed, cnn, resnet, vit, got 'lenet'$"),
+                      rf"model must be one of {MODEL_CHOICES}, got 'lenet'$"),
     "negative limit": Case(["--limit", "-1"], r"limit must be > 0 \(or left unset\), got -1$"),
     "non-numeric lr": Case(["--lr", "fast"], r"argument --lr: invalid float value: 'fast' "
                                              r"\(see python -m mnist_hpc\.train --help\)$"),
@@ -191,7 +193,7 @@ CASES = {
                             r"counting each alias as the values it stands for",
                             setup=yaml_file(alias_bomb())),
     "yaml 10 MB value": Case(["--config", "{tmp}/config.yaml"],
-                             r"^error: model must be one of seed, cnn, resnet, vit, got "
+                             rf"^error: model must be one of {MODEL_CHOICES}, got "
                              r"'x{20,40}\.\.\.x{20,40}'$",
                              setup=yaml_file("model: " + "x" * 10_000_000 + "\n")),
     "yaml 5000-digit number": Case(["--config", "{tmp}/config.yaml"],
