@@ -93,7 +93,7 @@ def main(out_dir: Path) -> None:
                 config = make_config({"model": model_name, "sync_bn": sync_bn, "seed": SEED,
                                       "dropout": False, "channels_last": False})
                 for name in optimizers:
-                    model = recipe.build(config, torch.device("cpu"), 3, env.rank,
+                    model = recipe.build(config, torch.device("cpu"), 3,
                                          env.world_size).raw_model
                     optimizer = OPTIMIZERS[name](model.parameters())
                     if mode == "plain":

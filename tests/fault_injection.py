@@ -13,6 +13,8 @@ says. Every other rank is untouched.
            open, never answering (it says so on stderr first, with its pid)
   slow     from that step on, sleeps ``FAULT_SLEEP`` seconds (default 0.2) inside each step's
            loss computation: a straggler whose compute is slow, training on correctly
+  preempt  sends itself SIGUSR1, the scheduler's warning before a preemption, and trains on:
+           with --stop-check-every 1 every rank stops after that step, checkpointed
 
 As a module it offers the process-tree helpers that a "lost node" test needs without psutil:
 the descendants of a process read from /proc, and a check that none of them survived.
@@ -66,8 +68,8 @@ def _install_fault() -> None:
 
     kind = os.environ.get("FAULT", "oom")
     errors = {"oom": torch.OutOfMemoryError, "runtime": RuntimeError}
-    if kind not in ("kill", "stop", "slow") and kind not in errors:
-        raise SystemExit(f"FAULT={kind!r}: expected kill, stop, slow, oom or runtime")
+    if kind not in ("kill", "stop", "slow", "preempt") and kind not in errors:
+        raise SystemExit(f"FAULT={kind!r}: expected kill, stop, slow, preempt, oom or runtime")
     fault_rank = int(os.environ.get("FAULT_RANK", "1"))
     fault_step = int(os.environ.get("FAULT_STEP", "2"))
     original = engine.train_one_epoch
@@ -83,6 +85,10 @@ def _install_fault() -> None:
         def failing():
             for step, batch in enumerate(batches):
                 if rank == fault_rank and step == fault_step:
+                    if kind == "preempt":
+                        os.kill(os.getpid(), signal.SIGUSR1)
+                        yield batch
+                        continue
                     if kind == "kill":
                         _kill_self(rank, step)
                     if kind == "stop":

@@ -24,9 +24,11 @@ PYTHON = sys.executable
 #: a small subset that still splits unevenly over 2 ranks (500 + 499 images per split), so the
 #: all-reduced sample counts are exact only if no rank pads or drops
 LIMIT = 999
-#: what the equivalence runs share: no dropout (otherwise every world size draws other masks)
-COMMON = ["--limit", str(LIMIT), "--epochs", "2", "--no-dropout", "--device", "cpu",
-          "--backend", "gloo"]
+#: what the equivalence runs share: the seed network, its dropout keyed per sample (so every
+#: world size draws the same masks), each step's loss in steps.jsonl; 2 steps an epoch, of
+#: 512 (2 ranks x 256) and 487
+COMMON = ["--model", "seed", "--batch-size", "512", "--limit", str(LIMIT), "--epochs", "2",
+          "--log-every", "1", "--device", "cpu", "--backend", "gloo"]
 
 
 def mpiexec() -> str:

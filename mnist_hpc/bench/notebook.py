@@ -85,15 +85,14 @@ def train_network(data_dir: str, limit: Optional[int], device: torch.device,
     """The notebook's ``train_network(512, epochs, 0.01)``, timed like its ``%%time`` cell:
     from building the loaders and the model to the last evaluation. Seeded as train seeds
     rank 0, so it starts from the same weights as the package's run; the dropout masks then
-    differ (each DataLoader iterator draws a seed from the global RNG), so the two histories
-    agree only statistically."""
+    differ (the package keys them per sample: step.dropout), so the two histories agree only
+    statistically."""
     training_data, validation_data = datasets(data_dir, limit)
     torch.backends.cudnn.benchmark = False  # the notebook never sets it
     engine.synchronize(device)
     start = time.perf_counter()
     train_s = eval_s = 0.0
     cnn_model, optimizer, loss_fn = network(device)
-    torch.manual_seed(seeds.stream("dropout", SEED, SPLIT_SEED, 0))  # train's rank 0 dropout
     train_dataloader = torch.utils.data.DataLoader(training_data, batch_size=BATCH_SIZE)
     val_dataloader = torch.utils.data.DataLoader(validation_data, batch_size=BATCH_SIZE)
     history = []

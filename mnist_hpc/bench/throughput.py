@@ -20,7 +20,7 @@ from ..data import dataset
 from ..data.batches import BatchPlan, repeated_batches, torchvision_batches
 from ..errors import UsageError
 from ..step import engine, graphs
-from ..step.models import MNISTClassifier
+from ..step.models import build_model
 from . import notebook
 from .settings import SEED, Settings
 
@@ -99,7 +99,7 @@ def _package_runner(case: Case, n_full: int, splits: dataset.MNISTSplits,
     device, batch = settings.device, case.batch_size
     torch.manual_seed(SEED)
     memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
-    raw_model = MNISTClassifier().to(device, memory_format=memory_format)
+    raw_model = build_model("seed").to(device, memory_format=memory_format)
     model = torch.compile(raw_model, mode=case.compile_mode) if case.compile else raw_model
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=notebook.LR)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")  # engine divides by the global batch

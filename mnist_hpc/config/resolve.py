@@ -36,15 +36,33 @@ def resolved(config: RunConfig, *, device_type: str, backend: str, cuda_graphs: 
         run_id=run_id if keeps_name else config.run_id)
 
 
-def recipe_hashes(config: RunConfig, cuda_graphs: bool) -> frozenset[str]:
-    """The recipe hashes a checkpoint of this run may carry. ``auto`` and the precision it
-    chose here are one recipe: a run resumes whether it is started again with its own command
-    line (``--precision auto``, as checkpoints record it) or with its config.yaml (the
-    precision written out)."""
+def steps_taken(config: RunConfig, world_size: int) -> RunConfig:
+    """The recipe as ``world_size`` ranks step it: the global batch and the learning rate they
+    use, written as one process's. Ranks draw nothing of their own (seeds, step.dropout), so
+    two world sizes with the same steps are one recipe: 2 ranks of --batch-mode per-rank 256
+    take the steps of 1 rank of 512."""
+    scale = world_size if config.scale_lr else 1
+    return dataclasses.replace(config, batch_size=config.global_batch(world_size),
+                               batch_mode="global", lr=config.lr * scale, scale_lr=False)
+
+
+def recipe_hashes(config: RunConfig, cuda_graphs: bool, world_size: int = 1) -> frozenset[str]:
+    """The recipe hashes a checkpoint of this run at ``world_size`` may carry
+    (``checkpoint_hash`` of the run that wrote it). ``auto`` and the precision it chose here
+    are one recipe: a run resumes whether it is started again with its own command line
+    (``--precision auto``, as checkpoints record it) or with its config.yaml (the precision
+    written out)."""
+    config = steps_taken(config, world_size)
     ran = precision_ran(config.precision, cuda_graphs)
     if ran != precision_ran("auto", cuda_graphs):
         return frozenset({config.recipe_hash()})
     return frozenset(dataclasses.replace(config, precision=p).recipe_hash() for p in ("auto", ran))
+
+
+def checkpoint_hash(config: RunConfig, world_size: int) -> str:
+    """The recipe hash a checkpoint written at ``world_size`` carries: that of the steps
+    taken, so that any world size taking the same steps resumes it."""
+    return steps_taken(config, world_size).recipe_hash()
 
 
 def record_yaml(config: RunConfig, world_size: int) -> str:

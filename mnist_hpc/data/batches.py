@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 import torch
 
@@ -23,15 +23,23 @@ from . import augment
 from .dataset import MEAN, STD, Split, to_input
 from .mnist_files import FILES, raw_dir
 
-Batch = tuple  # (inputs, labels, global batch size), as engine.train_one_epoch takes them
+class Batch(NamedTuple):
+    """One step's share of this rank, as engine.train_one_epoch takes it."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    global_size: int  # samples in the step over all ranks
+    keys: torch.Tensor  # each sample's dropout key (seeds.sample_keys)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One optimizer step: this rank's positions in the split and the global batch size."""
+    """One optimizer step: this rank's positions in the split, the global batch size and the
+    epoch (the samples' dropout keys depend on it)."""
 
     local: torch.Tensor
     global_size: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,13 @@ class BatchPlan:
             batch = order[start:start + self.global_batch]
             if len(batch) < self.world_size:
                 break
-            steps.append(Step(torch.tensor_split(batch, self.world_size)[self.rank], len(batch)))
+            steps.append(Step(torch.tensor_split(batch, self.world_size)[self.rank], len(batch),
+                              epoch))
         return steps
+
+    def sample_keys(self, step: Step, index: torch.Tensor) -> torch.Tensor:
+        """The dropout keys of the samples at positions ``index`` (on the device) of a step."""
+        return seeds.sample_keys(self.seed, self.split_seed, step.epoch, index)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -129,8 +142,8 @@ def device_batches(split: Split, steps: Iterable[Step], plan: BatchPlan,
         images = split.images[index]
         if transforms is not None:
             images = transforms.apply(images, index)
-        yield (to_input(images, plan.normalize, plan.channels_last), split.labels[index],
-               step.global_size)
+        yield Batch(to_input(images, plan.normalize, plan.channels_last), split.labels[index],
+                    step.global_size, plan.sample_keys(step, index))
 
 
 def torchvision_batches(data_dir: str | Path, indices: torch.Tensor, steps: list[Step],
@@ -155,4 +168,5 @@ def torchvision_batches(data_dir: str | Path, indices: torch.Tensor, steps: list
             inputs = (inputs - MEAN) / STD
         if plan.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        yield inputs, labels.to(device), step.global_size
+        yield Batch(inputs, labels.to(device), step.global_size,
+                    plan.sample_keys(step, step.local.to(device)))

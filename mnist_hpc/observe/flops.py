@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..step import sync_batchnorm
+from ..step.dropout import set_sample_keys
 
 # dense TFLOP/s per device, (bf16 tensor cores, fp32 without tensor cores), from the vendors'
 # data sheets; matched against torch.cuda.get_device_name in this order (H100 PCIe before H100)
@@ -42,6 +43,7 @@ def flops_per_sample(model: nn.Module, inputs: torch.Tensor) -> float:
     """Training FLOPs (forward + backward) per sample of ``model`` on a batch like ``inputs``."""
     # the twin's BatchNorms keep their statistics local: only one rank counts
     twin = sync_batchnorm.to_local(copy.deepcopy(model)).train()
+    set_sample_keys(twin, torch.arange(len(inputs), device=inputs.device))  # any keys: a count
     with FlopCounterMode(display=False) as counter:
         twin(inputs).float().sum().backward()
     return counter.get_total_flops() / len(inputs)

@@ -1,8 +1,10 @@
 """Checkpoints: everything needed to continue a run exactly, saved atomically, loaded as data.
 
 A checkpoint holds the unwrapped model, optimizer and scheduler states, the position (epoch
-and step), the history so far, the recipe hash and the RNG state of every rank. It is loaded
-with ``torch.load(weights_only=True)``: tensors and plain containers only, never code.
+and step), the history so far and the hash of the steps taken (``config.resolve``). No rank
+draws from a stream of its own (dropout is keyed per sample: step.dropout), so a checkpoint
+resumes at any world size that takes the same steps. It is loaded with
+``torch.load(weights_only=True)``: tensors and plain containers only, never code.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from typing import Any, Collection, Optional
 
 import torch
 
-from .. import seeds
 from ..errors import UsageError
 from ..files import atomic_write
 from .rundir import CHECKPOINT, check_not_completed, find_resumable
 
-FORMAT = 1
+FORMAT = 2  # 1: per-rank RNG states, dropout drawn per rank (resumed at its world size only)
 
 
 def save(run_dir: Path, payload: dict) -> Path:
@@ -31,7 +32,7 @@ def save(run_dir: Path, payload: dict) -> Path:
 
 # what train.py reads from a checkpoint: a file without them is not one of ours
 REQUIRED = ("config", "recipe_hash", "model", "optimizer", "epoch", "step", "history",
-            "epoch_records", "rng", "world_size")
+            "epoch_records", "world_size", "steps_per_epoch")
 
 
 def load(path: Path) -> dict:
@@ -42,6 +43,10 @@ def load(path: Path) -> dict:
         raise UsageError(f"cannot read checkpoint {path} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                          f"start a fresh run or point --resume at another run directory")
+    if isinstance(payload, dict) and payload.get("format") == 1:
+        raise UsageError(f"{path} was written by mnist_hpc before dropout was keyed per sample "
+                         f"(checkpoint format 1): its run cannot go on with the same random "
+                         f"draws; start a fresh run")
     if (not isinstance(payload, dict) or payload.get("format") != FORMAT
             or not all(key in payload for key in REQUIRED)
             or not isinstance(payload["config"], dict)):
@@ -80,17 +85,20 @@ def resolve(resume: str, results_dir: str, run_id: Optional[str]) -> Optional[Pa
 
 
 def check_compatible(payload: dict, recipe_hashes: Collection[str], model: str,
-                     world_size: int, force: bool) -> list[str]:
+                     steps_per_epoch: int, force: bool) -> list[str]:
     """Refuse a checkpoint from another recipe unless forced; return warnings to print.
-    ``recipe_hashes``: those of this run's recipe (``config.resolve.recipe_hashes``)."""
+    ``recipe_hashes``: those of this run's steps (``config.resolve.recipe_hashes``), at this
+    run's world size; any world size that takes the same steps resumes."""
     problems = []
     if payload.get("config", {}).get("model") != model:
         problems.append(f"model {payload.get('config', {}).get('model')!r} != {model!r}")
     if payload.get("recipe_hash") not in recipe_hashes:
-        problems.append("recipe (lr, batch, optimizer, seed, ...) differs")
-    if payload.get("world_size") != world_size:
-        problems.append(f"world size {payload.get('world_size')} != {world_size} "
-                        f"(per-rank RNG streams cannot be carried over)")
+        problems.append("recipe (lr, global batch, optimizer, seed, ...) differs")
+    if payload.get("steps_per_epoch") != steps_per_epoch:
+        # the last global batch is dropped where it has fewer samples than ranks
+        problems.append(f"{payload.get('steps_per_epoch')} steps per epoch at world size "
+                        f"{payload.get('world_size')}, {steps_per_epoch} at this one (the last "
+                        f"batch is too small to split over these ranks)")
     if problems and not force:
         raise UsageError("checkpoint does not match this run: " + "; ".join(problems)
                          + "; rerun with the original settings, or pass --resume-force")
@@ -98,16 +106,13 @@ def check_compatible(payload: dict, recipe_hashes: Collection[str], model: str,
 
 
 def restore(payload: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Optional[Any], rank: int, world_size: int, device: torch.device) -> None:
-    """Put the checkpoint's states into a freshly built run. The RNG streams are per rank, so
-    they are restored only at the world size they were saved at."""
+            scheduler: Optional[Any]) -> None:
+    """Put the checkpoint's states into a freshly built run, at any world size."""
     try:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         if scheduler is not None and payload.get("scheduler") is not None:
             scheduler.load_state_dict(payload["scheduler"])
-        if payload["world_size"] == world_size:
-            seeds.set_rng_state(payload["rng"][rank], device)
     except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise UsageError(f"the checkpoint does not fit this run ({type(exc).__name__}: "

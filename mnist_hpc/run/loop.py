@@ -144,8 +144,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     log(env, f"Run directory: {run_dir}")
     hostnames = process_group.all_gather_objects(socket.gethostname(), env)
     plan = batch_plan(config, env, len(splits.train))
-    recipe = build_recipe(config, device, plan.steps_per_epoch, env.rank, env.world_size,
-                          cuda_graphs)
+    recipe = build_recipe(config, device, plan.steps_per_epoch, env.world_size, cuda_graphs)
     model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
     observer = Observer(config, env, device, run_dir, recipe, comm_timer,
                         dataset.to_input(splits.train.images[:2], config.normalize,

@@ -136,6 +136,7 @@ class Resume(TypedDict):
     epoch: int
     step: int
     warnings: list[str]  # what --resume-force let through
+    world_size: NotRequired[int]  # the ranks that wrote the checkpoint (any may resume it)
 
 
 class Versions(TypedDict):

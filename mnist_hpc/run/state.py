@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import seeds
 from ..config.options import RunConfig
-from ..config.resolve import recipe_hashes
+from ..config.resolve import checkpoint_hash, recipe_hashes
 from ..data import dataset
 from ..data.batches import BatchPlan
 from ..errors import Preempted
@@ -116,33 +115,38 @@ class Run:
         """Continue from a checkpoint: weights, optimizer, scheduler, RNG, position, records."""
         config, env = self.config, self.env
         graphed = self.step is not None
-        warnings = checkpoint.check_compatible(state, recipe_hashes(config, graphed), config.model,
-                                               env.world_size, config.resume_force)
+        warnings = checkpoint.check_compatible(
+            state, recipe_hashes(config, graphed, env.world_size), config.model,
+            self.steps_per_epoch, config.resume_force)
         checkpoint.restore(state, self.recipe.raw_model, self.recipe.optimizer,
-                           self.recipe.scheduler, env.rank, env.world_size, self.device)
+                           self.recipe.scheduler)
         self.start_epoch, self.start_step = state["epoch"], state["step"]
         self.history = [list(row) for row in state["history"]]
         self.metrics["epochs"] = list(state["epoch_records"])
         self.metrics["resumed_from"] = list(state.get("resumed_from", [])) + [
-            {"epoch": self.start_epoch, "step": self.start_step, "warnings": warnings}]
+            {"epoch": self.start_epoch, "step": self.start_step, "warnings": warnings,
+             "world_size": state["world_size"]}]
+        moved = (f", written by {state['world_size']} rank(s), on {env.world_size} now"
+                 if state["world_size"] != env.world_size else "")
         log(env, f"Resuming {self.run_dir} at epoch {self.start_epoch}, step {self.start_step}"
-                 + (f" (forced: {'; '.join(warnings)})" if warnings else ""))
+                 + moved + (f" (forced: {'; '.join(warnings)})" if warnings else ""))
 
     @_writes
     def save_checkpoint(self, epoch: int, step: int) -> None:
-        """Where the run goes on (``epoch``, ``step``); every rank's RNG, rank 0 writes."""
-        self.observer.activity.set("gather of RNG states for a checkpoint", epoch, step)
-        rngs = process_group.all_gather_objects(seeds.rng_state(self.device), self.env)
+        """Where the run goes on (``epoch``, ``step``); rank 0 writes. The ranks hold the same
+        weights and draw nothing of their own, so rank 0's state is the run's."""
+        self.observer.activity.set("writing a checkpoint", epoch, step)
         if self.env.is_main:
             scheduler = self.recipe.scheduler
             checkpoint.save(self.run_dir, {
-                "config": self.config.to_dict(), "recipe_hash": self.config.recipe_hash(),
+                "config": self.config.to_dict(),
+                "recipe_hash": checkpoint_hash(self.config, self.env.world_size),
                 "model": self.recipe.raw_model.state_dict(),
                 "optimizer": self.recipe.optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "epoch": epoch, "step": step, "history": self.history,
-                "epoch_records": self.metrics["epochs"], "rng": rngs,
-                "world_size": self.env.world_size,
+                "epoch_records": self.metrics["epochs"],
+                "world_size": self.env.world_size, "steps_per_epoch": self.steps_per_epoch,
                 "resumed_from": self.metrics["resumed_from"]})
 
     @_writes

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.batches import Batch
 from ..data.dataset import Split, eval_batches, to_input
 from ..job.layout import DistEnv
 from ..job.process_group import all_reduce_sum
+from .dropout import set_sample_keys
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,16 @@ class EpochResult:
     stopped: bool  # a stop request ended the epoch early
 
 
-def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor, int]],
+def train_one_epoch(model: nn.Module, batches: Iterable[Batch],
                     optimizer: torch.optim.Optimizer, loss_fn: nn.Module, world_size: int,
                     precision: Precision,
                     scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
                     should_stop: Callable[[int], bool] = lambda step: False,
                     on_step: Callable[[int], None] = lambda step: None,
-                    graphed: Optional[Callable[[torch.Tensor, torch.Tensor, int], None]] = None,
+                    graphed: Optional[Callable[[Batch], None]] = None,
                     ) -> EpochResult:
-    """One pass over this rank's batches ``(inputs, labels, global batch size)``.
+    """One pass over this rank's batches ``(inputs, labels, global batch size, sample keys)``
+    (``data.batches.Batch``); the keys go to the dropout layers (``step.dropout``).
 
     ``loss_fn`` sums over samples; scaling each rank's sum by ``world_size / global size``
     makes DDP's gradient average equal the single-process mean over the global batch, also
@@ -112,10 +115,12 @@ def train_one_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     model.train()
     device = next(model.parameters()).device
     steps = samples = 0
-    for inputs, labels, global_size in batches:
+    for batch in batches:
+        inputs, labels, global_size, keys = batch
         if graphed is not None:
-            graphed(inputs, labels, global_size)
+            graphed(batch)
         else:
+            set_sample_keys(model, keys)
             with precision.autocast(device):
                 outputs = model(inputs)
             loss = loss_fn(outputs.float(), labels) * (world_size / global_size)

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from ..config.options import RunConfig
+from ..data.batches import Batch
 from ..errors import UsageError
 from ..job.layout import DistEnv
+from .dropout import set_sample_keys
 from .engine import Precision
 from .warmup import preserved
 
@@ -82,7 +84,7 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
 
 
 class GraphedStep:
-    """Called as ``step(inputs, labels, global_size)`` in place of the eager step (see
+    """Called as ``step(batch)`` in place of the eager step (see
     ``engine.train_one_epoch``); the scheduler steps outside, after each replay.
 
     Capturing runs a few real steps (on a side stream) and is state-neutral: weights, optimizer
@@ -97,15 +99,17 @@ class GraphedStep:
         self.world_size, self.precision, self.device = world_size, precision, device
         # DDP needs 11 eager iterations before capture (PyTorch's CUDA graphs notes)
         self.warmup_iterations = 11 if world_size > 1 else 3
-        self.graphs: dict = {}  # (input shape, global size) -> (graph, inputs, labels)
+        self.graphs: dict = {}  # (input shape, global size) -> (graph, its static batch)
 
-    def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, global_size: int) -> None:
-        key = (tuple(inputs.shape), global_size)
+    def __call__(self, batch: Batch) -> None:
+        key = (tuple(batch.inputs.shape), batch.global_size)
         if key not in self.graphs:
-            self.graphs[key] = self._capture(inputs, labels, global_size)
-        graph, static_inputs, static_labels = self.graphs[key]
-        static_inputs.copy_(inputs)
-        static_labels.copy_(labels)
+            self.graphs[key] = self._capture(batch)
+        graph, static = self.graphs[key]
+        for into, values in zip((static.inputs, static.labels, static.keys),
+                                (batch.inputs, batch.labels, batch.keys)):
+            into.copy_(values)
+        set_sample_keys(self.model, static.keys)  # the graph's dropout reads these
         graph.replay()
 
     def _step(self, inputs: torch.Tensor, labels: torch.Tensor, scale: float) -> None:
@@ -117,9 +121,12 @@ class GraphedStep:
         loss.backward()
         self.optimizer.step()
 
-    def _capture(self, inputs: torch.Tensor, labels: torch.Tensor, global_size: int) -> tuple:
-        static_inputs, static_labels = inputs.clone(), labels.clone()
-        scale = self.world_size / global_size  # fixed per graph: the global size is in the key
+    def _capture(self, batch: Batch) -> tuple:
+        static = Batch(batch.inputs.clone(), batch.labels.clone(), batch.global_size,
+                       batch.keys.clone())
+        static_inputs, static_labels = static.inputs, static.labels
+        set_sample_keys(self.model, static.keys)
+        scale = self.world_size / batch.global_size  # fixed per graph: the size is in the key
         graph = torch.cuda.CUDAGraph()
         # the loss module's running state (the step log's sum) is put back with the weights
         with preserved(nn.ModuleList([self.model, self.loss_fn]), self.optimizer, self.device):
@@ -133,4 +140,4 @@ class GraphedStep:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(graph):
                 self._step(static_inputs, static_labels, scale)
-        return graph, static_inputs, static_labels
+        return graph, static

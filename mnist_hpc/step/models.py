@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .dropout import keyed
+
 
 class MNISTClassifier(nn.Module):
     """The notebook's network, layer for layer. ``forward`` ends in softmax, as the notebook's
@@ -140,8 +142,9 @@ MODELS = {"seed": MNISTClassifier, "cnn": MNISTCNN, "small": SmallCNN, "resnet":
 
 
 def build_model(name: str, dropout: bool = True) -> nn.Module:
-    """A fresh network by name (see MODELS). Initialised from torch's global RNG."""
-    model = MODELS[name]()
+    """A fresh network by name (see MODELS), as the trainer trains it: dropout keyed per
+    sample (step.dropout), or off. Initialised from torch's global RNG."""
+    model = keyed(MODELS[name]())
     if not dropout:
         for module in model.modules():
             if isinstance(module, nn.Dropout):

@@ -63,11 +63,11 @@ def precision_for(config: RunConfig, device: torch.device, graphs: bool = False)
                      channels_last=config.channels_last, normalize=config.normalize)
 
 
-def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: int = 0,
-          world_size: int = 1, graphs: bool = False) -> Recipe:
-    """The recipe for one rank (``graphs``: its step will run as CUDA graphs). Initial weights
-    come from ``--seed`` alone (the same on every rank); the global RNG is then reseeded per
-    rank for dropout (``seeds``: each stream named, none colliding). With ``sync_bn`` and
+def build(config: RunConfig, device: torch.device, steps_per_epoch: int, world_size: int = 1,
+          graphs: bool = False) -> Recipe:
+    """The recipe of one rank (``graphs``: its step will run as CUDA graphs). Initial weights
+    come from ``--seed`` alone (the same on every rank); dropout is keyed per sample
+    (step.dropout), so no rank draws from a stream of its own. With ``sync_bn`` and
     several ranks, BatchNorm layers normalise over the global batch (sync_batchnorm.py)."""
     # process-wide switches, set either way so that a run in the same process never inherits
     # the last one's (CUBLAS_WORKSPACE_CONFIG, which cuBLAS also needs, is set by train.main)
@@ -83,7 +83,6 @@ def build(config: RunConfig, device: torch.device, steps_per_epoch: int, rank: i
     if config.sync_bn and world_size > 1:  # the process group exists: train.py makes it first
         sync_batchnorm.convert(raw_model)
     model = torch.compile(raw_model) if config.compile else raw_model
-    torch.manual_seed(seeds.stream("dropout", config.seed, config.split_seed, rank))
     lr = config.lr * (world_size if config.scale_lr else 1)
     optimizer = build_optimizer(config, raw_model.parameters(), lr)
     scheduler = build_scheduler(config, optimizer, lr, config.epochs * steps_per_epoch)

@@ -20,12 +20,14 @@ from conftest import REPO, clean_env, error_lines, read_metrics, run_trainer
 
 from mnist_hpc import files, train
 from mnist_hpc.config import flags
+from mnist_hpc.config.resolve import recipe_hashes
+from mnist_hpc.data.batches import BatchPlan
 from mnist_hpc.errors import UsageError
 from mnist_hpc.run import checkpoint, rundir
 
 
 @pytest.mark.parametrize("change, problem", [
-    (["--lr", "0.01"], r"recipe \(lr, batch, optimizer, seed, \.\.\.\) differs"),
+    (["--lr", "0.01"], r"recipe \(lr, global batch, optimizer, seed, \.\.\.\) differs"),
     (["--seed", "7"], r"recipe \(.*\) differs"),
     (["--optimizer", "sgd"], r"recipe \(.*\) differs"),
     (["--model", "seed"], r"model 'cnn' != 'seed'"),
@@ -181,14 +183,48 @@ def test_a_completed_runs_checkpoint_is_its_final_state_with_the_models_weights(
     assert all(torch.equal(weights[key], value) for key, value in payload["model"].items())
 
 
-def test_world_size_change_is_refused_unless_forced(finished_run):
+@pytest.mark.parametrize("world_size, args, fits", [
+    (4, [], True),  # the global batch of 64 split over 4 ranks: the same steps
+    (4, ["--batch-mode", "per-rank", "--batch-size", "16"], True),  # 4 x 16 = 64
+    (2, ["--batch-mode", "per-rank", "--batch-size", "64"], False),  # 2 x 64 = 128
+    (2, ["--batch-size", "32", "--scale-lr"], False),
+    (2, ["--lr", "0.0015", "--scale-lr"], True),  # 2 x 0.0015: the lr one process used
+], ids=["global", "per-rank-same-batch", "per-rank-larger-batch", "other-batch",
+        "scaled-lr"])
+def test_a_checkpoint_resumes_at_any_world_size_that_takes_the_same_steps(
+        finished_run, world_size, args, fits):
+    """Ranks draw nothing of their own (dropout is keyed per sample), so what must match is
+    the steps: the global batch and the learning rate the ranks use, not the world size."""
     payload = checkpoint.load(finished_run / "checkpoint.pt")
+    config = flags.parse_args([*ARGS, "--epochs", "2", "--lr", "0.003", *args])
+    hashes = recipe_hashes(config, False, world_size)
+    steps = BatchPlan(128, config.global_batch(world_size), 0, world_size).steps_per_epoch
+    if fits:
+        assert checkpoint.check_compatible(payload, hashes, "cnn", steps, force=False) == []
+    else:
+        with pytest.raises(UsageError, match=r"recipe \(lr, global batch, .*\) differs"):
+            checkpoint.check_compatible(payload, hashes, "cnn", steps, force=False)
+
+
+def test_a_last_batch_too_small_for_the_ranks_is_refused(finished_run):
+    """A last global batch with fewer samples than ranks is dropped, so such a world size
+    takes fewer steps an epoch than the run it would continue."""
+    payload = {**checkpoint.load(finished_run / "checkpoint.pt"), "steps_per_epoch": 3}
     config = flags.parse_args([*ARGS, "--epochs", "2"])
-    with pytest.raises(UsageError, match=r"world size 1 != 4 \(per-rank RNG streams"):
-        checkpoint.check_compatible(payload, {config.recipe_hash()}, "cnn", 4, force=False)
-    warnings = checkpoint.check_compatible(payload, {config.recipe_hash()}, "cnn", 4, force=True)
-    assert warnings == ["world size 1 != 4 (per-rank RNG streams cannot be carried over)"]
-    assert checkpoint.check_compatible(payload, {config.recipe_hash()}, "cnn", 1, False) == []
+    with pytest.raises(UsageError, match=r"3 steps per epoch at world size 1, 2 at this one "
+                                         r"\(the last batch is too small to split"):
+        checkpoint.check_compatible(payload, recipe_hashes(config, False), "cnn", 2, False)
+
+
+def test_a_checkpoint_from_before_keyed_dropout_is_refused_with_the_reason(run_dir, capsys):
+    path = run_dir / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format": 1}, path)
+    code, out, err = run_main([*ARGS, "--epochs", "2", "--resume", str(run_dir)], capsys)
+    assert code == 2
+    assert error_lines(err) == [f"error: {path} was written by mnist_hpc before dropout was "
+                                f"keyed per sample (checkpoint format 1): its run cannot go on "
+                                f"with the same random draws; start a fresh run"]
 
 
 def _foreign(path: Path) -> None:
@@ -310,6 +346,6 @@ def test_damaged_or_foreign_checkpoint_is_a_usage_error(run_dir, capsys, damage)
     assert code == 2, err
     [line] = error_lines(err)
     assert re.match(r"error: (cannot read checkpoint \S+checkpoint\.pt \(|\S+checkpoint\.pt is "
-                    r"not a mnist_hpc checkpoint of format 1; start a fresh run$|--resume \S+: "
-                    r"no checkpoint\.pt in )", line), line
+                    rf"not a mnist_hpc checkpoint of format {checkpoint.FORMAT}; start a fresh "
+                    r"run$|--resume \S+: no checkpoint\.pt in )", line), line
     assert "Traceback" not in err

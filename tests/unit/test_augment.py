@@ -26,7 +26,7 @@ def images_by_sample(split, mode: str, world_size: int) -> dict[int, torch.Tenso
     found = {}
     for rank in range(world_size):
         plan = BatchPlan(len(split), BATCH, rank, world_size, SEED, augment=mode)
-        for step, (inputs, _, _) in zip(plan.steps(EPOCH), epoch_batches(split, plan, EPOCH)):
+        for step, (inputs, *_) in zip(plan.steps(EPOCH), epoch_batches(split, plan, EPOCH)):
             found.update(zip(step.local.tolist(), inputs))
     return found
 
@@ -59,7 +59,7 @@ def test_shape_dtype_and_range_are_kept(split, mode):
     out = transforms.apply(split.images, index)
     assert out.dtype == torch.uint8 and out.shape == split.images.shape
     assert out.float().sum() > 0.8 * split.images.float().sum()  # digits moved, not erased
-    [(inputs, labels, size)] = device_batches(
+    [(inputs, labels, size, _)] = device_batches(
         split, [Step(index, N)], BatchPlan(N, N, channels_last=True), transforms)
     assert inputs.shape == (N, 1, 28, 28) and inputs.dtype == torch.float32
     assert inputs.is_contiguous(memory_format=torch.channels_last)
@@ -90,7 +90,7 @@ def test_off_by_default_and_the_batches_unchanged(split):
     assert augment.for_epoch("none", SEED, SPLIT_SEED, EPOCH, N, CPU) is None
     index = torch.arange(BATCH)
     plan = BatchPlan(N, BATCH, normalize=True, channels_last=True)
-    [(inputs, _, _)] = device_batches(split, [Step(index, BATCH)], plan, None)
+    [(inputs, *_)] = device_batches(split, [Step(index, BATCH)], plan, None)
     assert torch.equal(inputs, dataset.to_input(split.images[index], True, True))
 
 

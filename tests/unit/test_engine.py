@@ -12,6 +12,7 @@ from torch import nn
 
 from mnist_hpc.data import dataset
 from mnist_hpc.data.batches import (
+    Batch,
     BatchPlan,
     device_batches,
     epoch_batches,
@@ -39,10 +40,12 @@ def test_device_and_torchvision_paths_give_identical_batches(splits, normalize, 
     vision = torchvision_batches(str(REPO / "data"), splits.train_indices, steps, plan,
                                  torch.device("cpu"))
     compared = 0
-    for (x_dev, y_dev, n_dev), (x_tv, y_tv, n_tv) in itertools.zip_longest(device, vision):
+    for (x_dev, y_dev, n_dev, k_dev), (x_tv, y_tv, n_tv, k_tv) in itertools.zip_longest(
+            device, vision):
         assert torch.equal(x_dev, x_tv)
         assert torch.equal(y_dev, y_tv)
         assert n_dev == n_tv == 96
+        assert torch.equal(k_dev, k_tv)  # the same dropout keys
         compared += 1
     assert compared == 4
 
@@ -129,8 +132,8 @@ def test_pass_sums_count_exactly_what_the_training_pass_saw(splits):
                            torch.device("cpu"))
     split, n = splits.train, 300
     parts = [slice(i, min(i + 64, n)) for i in range(0, n, 64)]
-    batches = [(dataset.to_input(split.images[p]), split.labels[p], len(split.labels[p]))
-               for p in parts]
+    batches = [Batch(dataset.to_input(split.images[p]), split.labels[p], len(split.labels[p]),
+                     torch.arange(n)[p]) for p in parts]
     engine.train_one_epoch(model, batches, optimizer, sums, 1, engine.Precision())
     got = sums.take(DistEnv())
     want = engine.evaluate(model, split, range(n), DistEnv(), engine.Precision(), 128)

@@ -22,8 +22,8 @@ def test_torch_keeps_only_the_low_32_bits_of_a_seed():
 @pytest.mark.parametrize("seed, split_seed", [(0, 55), (1, 55), (2**31 - 1, 0), (7, 2**32 - 1),
                                               (123, 2**31)])
 def test_every_stream_of_a_run_is_distinct_in_the_generator_s_32_bits(seed, split_seed):
-    streams = seeds.run_streams(seed, split_seed, epochs=200, world_size=64)
-    assert len(streams) == 2 + 2 * 200 + 64
+    streams = seeds.run_streams(seed, split_seed, epochs=200)
+    assert len(streams) == 2 + 3 * 200
     low_bits = [value % 2**32 for value in streams.values()]
     assert len(set(low_bits)) == len(low_bits), "two streams of one run collide"
     assert streams["split"] == split_seed  # the notebook's manual_seed(55), unchanged
@@ -32,23 +32,30 @@ def test_every_stream_of_a_run_is_distinct_in_the_generator_s_32_bits(seed, spli
 def test_the_old_collision_is_gone():
     """Before, epoch 1's shuffle and rank 0's dropout (and epoch 0's shuffle and the initial
     weights at seed 0) were seeded with the same number."""
-    streams = seeds.run_streams(0, 55, epochs=2, world_size=1)
-    assert streams["shuffle/epoch 1"] != streams["dropout/rank 0"]
+    streams = seeds.run_streams(0, 55, epochs=2)
+    assert streams["shuffle/epoch 1"] != streams["dropout/epoch 0"]
     assert streams["shuffle/epoch 0"] != streams["init"]
 
 
 def test_neighbouring_seeds_do_not_replay_each_other_s_streams():
-    one, two = (set(seeds.run_streams(s, 55, epochs=50, world_size=8).values()) - {55}
+    one, two = (set(seeds.run_streams(s, 55, epochs=50).values()) - {55}
                 for s in (0, 1))
     assert not one & two
 
 
 def test_the_run_draws_from_the_named_streams():
-    """The shuffle and augmentation the batches use are the streams ``run_streams`` lists."""
+    """The shuffle and the dropout keys the batches carry are the streams ``run_streams``
+    lists; no stream depends on the rank."""
+    streams = seeds.run_streams(3, 55, 2)
     plan = BatchPlan(1000, 100, seed=3, split_seed=55)
     expected = torch.randperm(1000, generator=torch.Generator().manual_seed(
-        seeds.run_streams(3, 55, 2, 1)["shuffle/epoch 1"]))
+        streams["shuffle/epoch 1"]))
     assert torch.equal(plan.order(1), expected)
+    step = plan.steps(1)[0]
+    keys = plan.sample_keys(step, step.local)
+    assert torch.equal(keys >> seeds.SAMPLE_BITS,
+                       torch.full_like(keys, streams["dropout/epoch 1"]))
+    assert torch.equal(keys % 2**seeds.SAMPLE_BITS, step.local)
 
 
 def test_seeds_out_of_range_are_refused():
