@@ -3,7 +3,8 @@ the command line (``bench.cli``) is answered before torch loads."""
 
 from __future__ import annotations
 
-THROUGHPUT_CASES = ("notebook", "loader", "device", "device_cl", "bf16_cl", "compiled")
+THROUGHPUT_CASES = ("notebook", "loader", "device", "torch_dropout", "device_cl", "bf16_cl",
+                    "compiled")
 # larger batches, CUDA graphs and max-autotune only pay off (or only run) on a GPU
 CUDA_CASES = ("bf16_cl_2048", "compiled_2048", "graphed_256", "graphed_bf16_256", "graphed_512",
               "graphed_bf16_512", "graphed_compiled_2048", "max_autotune_2048")

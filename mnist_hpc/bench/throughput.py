@@ -20,7 +20,7 @@ from ..data import dataset
 from ..data.batches import BatchPlan, repeated_batches, torchvision_batches
 from ..errors import UsageError
 from ..step import engine, graphs
-from ..step.models import build_model
+from ..step.models import MNISTClassifier, build_model
 from . import notebook
 from .settings import SEED, Settings
 
@@ -38,6 +38,7 @@ class Case:
     compile: bool = False
     compile_mode: Optional[str] = None  # torch.compile's mode (None: its default)
     graphs: bool = False  # the step captured in CUDA graphs (graphs.GraphedStep)
+    keyed_dropout: bool = True  # False: nn.Dropout's draws (the notebook's network as it is)
 
 
 # one case per name of names.THROUGHPUT_CASES and names.CUDA_CASES, in their order
@@ -45,6 +46,8 @@ CASES = {case.name: case for case in (
     Case("notebook", "notebook loop: DataLoader + ToTensor, fp32", loader="notebook"),
     Case("loader", "package, torchvision loader, fp32", loader="torchvision"),
     Case("device", "package, device-resident, fp32"),
+    Case("torch_dropout", "as device, torch's dropout (per-rank draws, not keyed per sample)",
+         keyed_dropout=False),
     Case("device_cl", "package, device-resident, fp32, channels_last", channels_last=True),
     Case("bf16_cl", "package, device-resident, bf16, channels_last", dtype=torch.bfloat16,
          channels_last=True),
@@ -99,7 +102,8 @@ def _package_runner(case: Case, n_full: int, splits: dataset.MNISTSplits,
     device, batch = settings.device, case.batch_size
     torch.manual_seed(SEED)
     memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
-    raw_model = build_model("seed").to(device, memory_format=memory_format)
+    network = build_model("seed") if case.keyed_dropout else MNISTClassifier()
+    raw_model = network.to(device, memory_format=memory_format)
     model = torch.compile(raw_model, mode=case.compile_mode) if case.compile else raw_model
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=notebook.LR)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")  # engine divides by the global batch

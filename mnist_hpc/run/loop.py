@@ -29,7 +29,7 @@ from ..job.preemption import StopRequest
 from ..observe import startup
 from ..observe.comm_timer import CommTimer, timed_allreduce_hook
 from ..observe.observer import EpochHooks, Observer
-from ..step import engine, graphs, warmup
+from ..step import engine, graphs, verify, warmup
 from ..step.models import count_parameters
 from ..step.recipe import Recipe
 from ..step.recipe import build as build_recipe
@@ -146,6 +146,16 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     plan = batch_plan(config, env, len(splits.train))
     recipe = build_recipe(config, device, plan.steps_per_epoch, env.world_size, cuda_graphs)
     model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
+    auto_check = None
+    if cuda_graphs and config.cuda_graphs == "auto":  # auto verifies before it trusts
+        first = next(iter(batches.epoch_batches(splits.train, plan, 0)))
+        auto_check = verify.check_graphs(model, recipe, first, env.world_size, device)
+        if not auto_check["trusted"]:
+            log(env, f"--cuda-graphs auto: {auto_check['path']} not trusted, "
+                     f"{auto_check['why']}; training with the plain eager fp32 step")
+            cuda_graphs = False
+            recipe = build_recipe(config, device, plan.steps_per_epoch, env.world_size, False)
+            model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
     observer = Observer(config, env, device, run_dir, recipe, comm_timer,
                         dataset.to_input(splits.train.images[:2], config.normalize,
                                          config.channels_last))
@@ -154,9 +164,11 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
     step = (graphs.GraphedStep(model, recipe.optimizer, observer.tap or recipe.loss_fn,
                                env.world_size, recipe.precision, device)
             if cuda_graphs else None)
-    ran = record.resolve(config, env, device, run_dir.name)
+    ran = record.resolve(config, env, device, run_dir.name, cuda_graphs)
     metrics = first_metrics(ran, env, device, plan, recipe, cuda_graphs, hostnames,
                             observer.flops_per_sample, run_dir.name)
+    if auto_check is not None:
+        metrics["auto_check"] = auto_check
     run = Run(config, env, device, splits, plan, recipe, model, step, comm_timer, observer,
               run_dir, lock, started, data_load_s, imports_s, metrics)
     if state is not None:

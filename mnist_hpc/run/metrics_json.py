@@ -165,6 +165,7 @@ class Metrics(TypedDict):
     final: Final  # {} until the run completes
     resumed_from: list[Resume]  # where each resume picked up
     versions: Versions
+    auto_check: NotRequired[dict[str, Any]]  # what auto chose, checked (step.verify.AutoCheck)
 
 
 # Which of an epoch's figures are curves over the epochs (TensorBoard's ``epoch/`` scalars).

@@ -17,13 +17,16 @@ from ..job.layout import DistEnv
 from ..step import graphs
 
 
-def resolve(config: RunConfig, env: DistEnv, device: torch.device,
-            run_id: Optional[str]) -> RunConfig:
+def resolve(config: RunConfig, env: DistEnv, device: torch.device, run_id: Optional[str],
+            cuda_graphs: Optional[bool] = None) -> RunConfig:
     """``config`` as this rank runs it on ``device`` in ``env`` (its process group's backend,
-    if any; else the one several ranks would use)."""
+    if any; else the one several ranks would use). ``cuda_graphs``: whether the run's step is
+    graphed, where the run has decided (auto may have fallen back: step.verify)."""
     backend = env.backend or process_group.pick_backend(config.backend, device)
-    return resolved(config, device_type=device.type, backend=backend,
-                    cuda_graphs=graphs.wanted(config, env, device), run_id=run_id)
+    if cuda_graphs is None:
+        cuda_graphs = graphs.wanted(config, env, device)
+    return resolved(config, device_type=device.type, backend=backend, cuda_graphs=cuda_graphs,
+                    run_id=run_id)
 
 
 def preview(config: RunConfig, job: DistEnv) -> RunConfig:

@@ -42,7 +42,8 @@ def test_quick_json_records_the_machine(quick_run):
 def test_quick_json_has_positive_throughputs_and_ratios(quick_run):
     report = json.loads(quick_run[1].read_text())
     throughput = report["throughput"]
-    assert list(throughput) == ["notebook", "loader", "device", "device_cl", "bf16_cl"]
+    assert list(throughput) == ["notebook", "loader", "device", "torch_dropout", "device_cl",
+                                "bf16_cl"]
     for name, row in throughput.items():
         assert "error" not in row, (name, row)
         rate = row["samples_per_s"]

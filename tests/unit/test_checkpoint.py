@@ -7,6 +7,7 @@ the crash tests kill a real process in the middle of a write.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -37,6 +38,23 @@ def test_atomic_write_really_is_the_rename(tmp_path, monkeypatch):
         files.atomic_write(target, '{"status": "completed"}\n')
     assert json.loads(target.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_storage_error_names_the_file(tmp_path):
+    """The OS's own message names no file (a full disk) or only the temporary one."""
+    gone = tmp_path / "run"  # a run directory removed under the run
+    with pytest.raises(OSError, match=rf"^\[Errno 2\] cannot write {gone}/metrics\.json: "
+                                      rf"No such file or directory$"):
+        files.atomic_write(gone / "metrics.json", "{}\n")
+    # the temporary file's writes go to /dev/full, which fails them with ENOSPC as a full
+    # disk does (the first write of a payload larger than the buffer)
+    with open("/dev/full", "wb") as sink, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files.os, "fdopen", lambda fd, mode: (os.close(fd), sink)[1])
+        with pytest.raises(OSError, match=rf"cannot write {tmp_path}/history\.csv: No space "
+                                          rf"left on device") as raised:
+            files.atomic_write(tmp_path / "history.csv", "x" * 100_000)
+    assert raised.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
