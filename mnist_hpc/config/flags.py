@@ -9,6 +9,7 @@ built from its declaration (``mnist_hpc.config.declare``); none is listed here b
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from pathlib import Path
 from typing import Optional, get_args
@@ -51,7 +52,9 @@ def resolve_config_path(name_or_path: str) -> Path:
 def load_yaml(path: Path) -> dict:
     """Read a config file: a mapping of RunConfig keys. Syntax errors name the line."""
     data = read_yaml(path, "config file")
-    if data is None:
+    if data is None:  # allowed, but more likely a mistake than a wish for the defaults
+        print(f"warning: config file {path} is empty: every option keeps its default",
+              file=sys.stderr)
         return {}
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values, "

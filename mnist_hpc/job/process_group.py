@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -51,7 +52,12 @@ def pick_device(requested: str, env: DistEnv, environ: Optional[Mapping[str, str
         raise UsageError("--device mps but MPS is not available; use --device cpu")
     if requested == "cpu":
         environ = os.environ if environ is None else environ
-        torch.set_num_threads(cpu_threads(env.local_world_size, environ))
+        threads = cpu_threads(env.local_world_size, environ)
+        torch.set_num_threads(threads)
+        crowded = oversubscribed(threads, env.local_world_size, len(os.sched_getaffinity(0)),
+                                 os.cpu_count() or 1)
+        if crowded and env.local_rank == 0:  # once per node
+            print(f"warning: {crowded}", file=sys.stderr, flush=True)
     return torch.device(requested)
 
 
@@ -106,6 +112,24 @@ def cpu_threads(local_world_size: int, environ: Mapping[str, str]) -> int:
     if allowed < (os.cpu_count() or allowed):
         return allowed
     return max(1, allowed // local_world_size)
+
+
+def oversubscribed(threads: int, local_world_size: int, allowed: int,
+                   cores: int) -> Optional[str]:
+    """Why this node's ranks will slow each other down, or None: more threads than cores (an
+    OMP_NUM_THREADS meant for one rank, say). A rank the launcher bound to its own cores
+    (``allowed`` < ``cores``) is measured against those; else the node's ranks share them."""
+    if allowed < cores:
+        if threads <= allowed:
+            return None
+        return (f"{threads} threads on the {allowed} core(s) this rank is bound to: they "
+                f"will slow each other down; set OMP_NUM_THREADS={allowed}")
+    if threads * local_world_size <= allowed:
+        return None
+    fair = max(1, allowed // local_world_size)
+    return (f"{local_world_size} rank(s) x {threads} threads on this node want "
+            f"{threads * local_world_size} cores, and it has {allowed}: they will slow each "
+            f"other down; set OMP_NUM_THREADS={fair} (or --cpus-per-task {fair})")
 
 
 def pick_backend(requested: str, device: torch.device) -> str:

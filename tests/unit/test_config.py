@@ -114,11 +114,13 @@ def test_bad_yaml_is_refused_with_its_reason(tmp_path, text, pattern):
         parse_args(["--config", str(path)])
 
 
-def test_empty_yaml_means_defaults(tmp_path):
+def test_empty_yaml_means_defaults_with_a_warning(tmp_path, capsys):
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_yaml(path) == {}
     assert parse_args(["--config", str(path)]) == RunConfig()
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"warning: config file {path} is empty: every option keeps its default")
 
 
 def test_help_prints_the_real_defaults(capsys):

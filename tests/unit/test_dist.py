@@ -48,6 +48,19 @@ def test_cpu_threads(monkeypatch, allowed, cores, local_world, threads):
     assert process_group.cpu_threads(local_world, {}) == threads
 
 
+@pytest.mark.parametrize("threads, local_world, allowed, cores, warned", [
+    (4, 2, 8, 8, False), (1, 8, 8, 8, False), (2, 4, 2, 8, False),  # fits; bound and fits
+    (8, 2, 8, 8, True),   # OMP_NUM_THREADS=8 for each of 2 ranks on 8 cores
+    (4, 1, 2, 8, True),   # 4 threads on a rank bound to 2 cores
+])
+def test_threads_beyond_the_cores_warn_with_the_fix(threads, local_world, allowed, cores,
+                                                    warned):
+    found = process_group.oversubscribed(threads, local_world, allowed, cores)
+    assert (found is not None) == warned
+    if warned:
+        assert "they will slow each other down; set OMP_NUM_THREADS=" in found
+
+
 @pytest.mark.parametrize("environ, threads", [
     ({"OMP_NUM_THREADS": "3"}, 3),                             # the user's explicit count
     ({"SLURM_CPUS_PER_TASK": "6"}, 6),                         # sbatch/srun --cpus-per-task
