@@ -145,6 +145,8 @@ def detect(environ: Mapping[str, str]) -> DistEnv:
         local_world = local_world or world
         if name == "torchrun" and world % local_world == 0:
             nodes = world // local_world  # torchrun starts --nproc-per-node ranks on every node
+        if name in MPI_LAUNCHERS and local_world == world and nodes is None:
+            nodes, node_rank = 1, 0  # every rank on this node
         if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < local_world <= world
                 and _node_within(node_rank, nodes)):
             raise UsageError(f"inconsistent {name} environment: rank {rank}, world size {world}, "
@@ -162,9 +164,10 @@ def _node_layout(name: str, environ: Mapping[str, str]) -> tuple[Optional[int], 
 
     srun: the step's node count (the job's if srun gave none, as for the task layout) and
     SLURM_NODEID. torchrun: GROUP_RANK; its node count follows from the sizes in ``detect``.
-    MPI launchers in a PBS job: the node file's distinct hosts, in order, and this host's
-    place among them (the job's nodes: the count of the launch where mpiexec spans the job,
-    as jobs/polaris_ddp.pbs does). Open MPI's OMPI_COMM_WORLD_NODE_RANK is no node index but
+    Cray PALS: PALS_NODEID, this node's index in the launch. MPI launchers in a PBS job: the
+    node file's distinct hosts, in order, and this host's place among them (the job's nodes:
+    the count of the launch where mpiexec spans the job, as jobs/polaris_ddp.pbs does). An MPI
+    launch whose local size is the world size is one node (``detect``). Open MPI's OMPI_COMM_WORLD_NODE_RANK is no node index but
     this process's rank among all processes on its node, so it is not used.
     """
     if name == "slurm":
@@ -174,12 +177,15 @@ def _node_layout(name: str, environ: Mapping[str, str]) -> tuple[Optional[int], 
     if name == "torchrun":
         group = _first(environ, ("GROUP_RANK",))
         return None, _int(*group) if group else None
+    pals_node = _first(environ, ("PALS_NODEID",)) if name == "pals" else None
     if name in MPI_LAUNCHERS and environ.get("PBS_NODEFILE"):
         hosts = list(dict.fromkeys(_pbs_hosts(environ)))  # distinct, in order
         me = socket.gethostname().split(".")[0]
         short = [host.split(".")[0] for host in hosts]  # the file may hold FQDNs
+        if pals_node:
+            return len(hosts), _int(*pals_node)
         return len(hosts), short.index(me) if me in short else None
-    return None, None
+    return None, _int(*pals_node) if pals_node else None
 
 
 def _node_within(node_rank: Optional[int], nodes: Optional[int]) -> bool:

@@ -119,7 +119,7 @@ def test_no_launcher_is_one_process():
 
 @pytest.mark.parametrize("environ, expected, node_layout", [
     (TORCHRUN, "torchrun", (2, 1)), (HYDRA, "mpich", (None, None)),
-    (PALS, "pals", (None, None)), (OPENMPI, "openmpi", (None, None)), (SRUN, "slurm", (2, 1)),
+    (PALS, "pals", (None, 1)), (OPENMPI, "openmpi", (None, None)), (SRUN, "slurm", (2, 1)),
 ], ids=["torchrun", "mpich-hydra", "cray-pals-polaris", "openmpi", "slurm-srun"])
 def test_each_launcher_gives_rank_local_rank_and_sizes(environ, expected, node_layout):
     """Nodes and node rank only where the launcher states them (MPI outside PBS does not)."""
@@ -158,6 +158,21 @@ def test_cray_pals_on_polaris_reads_the_pbs_node_file(tmp_path, monkeypatch):
     assert env.master_addr == POLARIS_NODES[0]
     assert env.job_id == POLARIS_JOB
     assert env.master_port == layout._port({"PBS_JOBID": POLARIS_JOB})
+
+
+def test_pals_node_index_comes_from_pals_nodeid(tmp_path):
+    """Cray PALS names this node's index itself; without a node file the count is unknown."""
+    env = layout.detect(PALS)
+    assert (env.nodes, env.node_rank) == (None, 1)
+    nodefile = tmp_path / "nodefile"
+    nodefile.write_text("".join(f"{node}\n" for node in POLARIS_NODES))
+    env = layout.detect({**PALS, "PBS_NODEFILE": str(nodefile)})
+    assert (env.nodes, env.node_rank) == (len(set(POLARIS_NODES)), 1)
+
+
+def test_an_mpi_launch_within_one_node_is_one_node():
+    env = layout.detect({**HYDRA, "MPI_LOCALNRANKS": "8"})
+    assert (env.nodes, env.node_rank, env.local_world_size) == (1, 0, 8)
 
 
 def test_pals_local_rank_from_either_name():
@@ -281,9 +296,10 @@ def write_nodefile(path, hosts: list[str]) -> str:
     return str(path)
 
 
-def mpi_rank(mpi: dict, rank: int, world: int, local: int, local_world: int, **extra) -> dict:
+def mpi_rank(mpi: dict, rank: int, world: int, local: int, local_world: int, node: int,
+             **extra) -> dict:
     """``mpi`` (HYDRA or PALS) with the variables it has set to this rank's values."""
-    values = {"PMI_RANK": rank, "PALS_RANKID": rank, "PMI_SIZE": world,
+    values = {"PMI_RANK": rank, "PALS_RANKID": rank, "PMI_SIZE": world, "PALS_NODEID": node,
               "MPI_LOCALRANKID": local, "PMI_LOCAL_RANK": local, "PALS_LOCAL_RANKID": local,
               "MPI_LOCALNRANKS": local_world, "PMI_LOCAL_SIZE": local_world}
     return {**mpi, **{k: str(v) for k, v in values.items() if k in mpi}, **extra}
@@ -295,18 +311,19 @@ def test_pbs_node_file_gives_distinct_hosts_and_this_hosts_place(tmp_path, mpi):
     times. This machine's hostname stands in for one node, under its FQDN as on Polaris."""
     me = socket.gethostname().split(".")[0] + ".hsn.cm.polaris.alcf.anl.gov"
     other = "x3005c0s19b0n0.hsn.cm.polaris.alcf.anl.gov"
-    on_first = mpi_rank(mpi, 1, 4, 1, 3,
+    on_first = mpi_rank(mpi, 1, 4, 1, 3, 0,
                         PBS_NODEFILE=write_nodefile(tmp_path / "a", [me, me, me, other]))
     env = layout.detect(on_first)
     assert (env.world_size, env.local_world_size, env.nodes, env.node_rank) == (4, 3, 2, 0)
-    on_second = mpi_rank(mpi, 3, 4, 0, 1,
+    on_second = mpi_rank(mpi, 3, 4, 0, 1, 1,
                          PBS_NODEFILE=write_nodefile(tmp_path / "b", [other, other, other, me]))
     env = layout.detect(on_second)
     assert (env.world_size, env.local_world_size, env.nodes, env.node_rank) == (4, 1, 2, 1)
 
 
 def test_pbs_node_file_without_this_host_gives_no_node_rank(tmp_path):
-    environ = {**PALS, "PBS_NODEFILE": write_nodefile(tmp_path / "nodes", POLARIS_NODES)}
+    """Hydra says nothing of nodes: this host's place in the node file is all there is."""
+    environ = {**HYDRA, "PBS_NODEFILE": write_nodefile(tmp_path / "nodes", POLARIS_NODES)}
     env = layout.detect(environ)
     assert (env.nodes, env.node_rank) == (2, None)
 
