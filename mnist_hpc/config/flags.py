@@ -9,8 +9,8 @@ built from its declaration (``mnist_hpc.config.declare``); none is listed here b
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 from pathlib import Path
 from typing import Optional, get_args
 

@@ -167,8 +167,9 @@ def _node_layout(name: str, environ: Mapping[str, str]) -> tuple[Optional[int], 
     Cray PALS: PALS_NODEID, this node's index in the launch. MPI launchers in a PBS job: the
     node file's distinct hosts, in order, and this host's place among them (the job's nodes:
     the count of the launch where mpiexec spans the job, as jobs/polaris_ddp.pbs does). An MPI
-    launch whose local size is the world size is one node (``detect``). Open MPI's OMPI_COMM_WORLD_NODE_RANK is no node index but
-    this process's rank among all processes on its node, so it is not used.
+    launch whose local size is the world size is one node (``detect``). Open MPI's
+    OMPI_COMM_WORLD_NODE_RANK is no node index but this process's rank among all processes on
+    its node, so it is not used.
     """
     if name == "slurm":
         count = _first(environ, ("SLURM_STEP_NUM_NODES", "SLURM_JOB_NUM_NODES", "SLURM_NNODES"))

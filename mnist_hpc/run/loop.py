@@ -31,10 +31,9 @@ from ..observe.comm_timer import CommTimer, timed_allreduce_hook
 from ..observe.observer import EpochHooks, Observer
 from ..step import engine, graphs, verify, warmup
 from ..step.models import count_parameters
-from ..step.recipe import Recipe
 from ..step.recipe import build as build_recipe
 from . import checkpoint, metrics_json, record, report, rundir
-from .metrics_json import COMPLETED, FAILED, PREEMPTED, RUNNING, SCHEMA
+from .metrics_json import COMPLETED, FAILED, PREEMPTED, RUNNING
 from .state import Run, log, progress_printer
 
 # --- set up ---------------------------------------------------------------------------------
@@ -93,34 +92,6 @@ def wrap_for_ddp(model: nn.Module, config: RunConfig, env: DistEnv,
     return model, comm_timer
 
 
-def first_metrics(config: RunConfig, env: DistEnv, device: torch.device, plan: BatchPlan,
-                  recipe: Recipe, cuda_graphs: bool, hostnames: list[str],
-                  flops_per_sample: Optional[float], run_id: str) -> metrics_json.Metrics:
-    """metrics.json as the run starts (its schema: mnist_hpc.run.metrics_json); ``config``
-    is the resolved one, as config.yaml records it."""
-    return metrics_json.Metrics(
-        schema=SCHEMA, run_id=run_id, status=RUNNING, config=config.to_dict(),
-        model=metrics_json.Model(
-            name=config.model, parameters=count_parameters(recipe.raw_model),
-            flops_per_sample=flops_per_sample),
-        world=metrics_json.World(
-            world_size=env.world_size, nodes=len(set(hostnames)),
-            local_world_size=env.local_world_size, launcher=env.launcher, backend=env.backend,
-            device=str(device),
-            device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            cpu_threads=torch.get_num_threads(), hostnames=hostnames, job_id=env.job_id,
-            master_addr=env.master_addr),
-        batch=metrics_json.Batch({
-            "global": plan.global_batch, "per_rank": plan.global_batch / env.world_size,
-            "mode": config.batch_mode, "steps_per_epoch": plan.steps_per_epoch, "lr": recipe.lr,
-            "precision": "bf16" if recipe.precision.dtype else "fp32",
-            "cuda_graphs": cuda_graphs}),
-        # final: {} until the run completes; versions: only rank 0 writes, only it asks
-        samples=metrics_json.Samples(), epochs=[], final={}, resumed_from=[],  # type: ignore[typeddict-item]
-        versions=rundir.versions() if env.is_main else {},  # type: ignore[typeddict-item]
-    )
-
-
 def batch_plan(config: RunConfig, env: DistEnv, n_train: int) -> BatchPlan:
     """How this rank cuts every epoch: the global batch is split over the ranks, or (per-rank
     mode) each rank takes a whole batch."""
@@ -165,10 +136,8 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
                                env.world_size, recipe.precision, device)
             if cuda_graphs else None)
     ran = record.resolve(config, env, device, run_dir.name, cuda_graphs)
-    metrics = first_metrics(ran, env, device, plan, recipe, cuda_graphs, hostnames,
-                            observer.flops_per_sample, run_dir.name)
-    if auto_check is not None:
-        metrics["auto_check"] = auto_check
+    metrics = record.first_metrics(ran, env, device, plan, recipe, cuda_graphs, hostnames,
+                                   observer.flops_per_sample, run_dir.name, auto_check)
     run = Run(config, env, device, splits, plan, recipe, model, step, comm_timer, observer,
               run_dir, lock, started, data_load_s, imports_s, metrics)
     if state is not None:

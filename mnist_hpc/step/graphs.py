@@ -124,7 +124,6 @@ class GraphedStep:
     def _capture(self, batch: Batch) -> tuple:
         static = Batch(batch.inputs.clone(), batch.labels.clone(), batch.global_size,
                        batch.keys.clone())
-        static_inputs, static_labels = static.inputs, static.labels
         set_sample_keys(self.model, static.keys)
         scale = self.world_size / batch.global_size  # fixed per graph: the size is in the key
         graph = torch.cuda.CUDAGraph()
@@ -135,9 +134,9 @@ class GraphedStep:
             with torch.cuda.stream(side):
                 for _ in range(self.warmup_iterations):
                     self.optimizer.zero_grad(set_to_none=True)
-                    self._step(static_inputs, static_labels, scale)
+                    self._step(static.inputs, static.labels, scale)
             torch.cuda.current_stream().wait_stream(side)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(graph):
-                self._step(static_inputs, static_labels, scale)
+                self._step(static.inputs, static.labels, scale)
         return graph, static
