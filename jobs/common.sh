@@ -2,7 +2,7 @@
 # What every job template shares (jobs/polaris_ddp.pbs, and jobs/slurm.sh and
 # jobs/slurm_torchrun.sh through jobs/slurm_lib.sh), sourced from the repo root:
 #   job_args RUN_ID [FLAG...]   read the knobs (CONFIG EPOCHS TRAIN_ARGS RESULTS_DIR RUN_ID
-#                               PREFLIGHT), point the NCCL flight recorder into the run, and
+#                               PREFLIGHT GRID), point the NCCL flight recorder into the run, and
 #                               build train_args: every trainer flag, FLAGs among them;
 #                               RUN_ID is the default run directory name
 #   job_header TITLE [NAME VALUE]...   the resolved settings, first in the job log
@@ -12,8 +12,8 @@
 #                               says how a run stopped with a checkpoint (75) goes on
 #   job_exit STATUS STOPPED     job_report, then exit with STATUS
 
-# Sets CONFIG RESULTS_DIR RUN_ID PREFLIGHT, the array extra_args (TRAIN_ARGS) and the array
-# train_args, which the template passes to the trainer (and to the doctor: same flags).
+# Sets CONFIG RESULTS_DIR RUN_ID PREFLIGHT, the arrays extra_args (TRAIN_ARGS) and grid_args
+# (GRID's point for this array task) and the array train_args, which the template passes to the trainer (and to the doctor: same flags).
 # shellcheck disable=SC2034  # the variables are the interface to the caller
 job_args() {
     local run_id_default="$1"
@@ -39,6 +39,20 @@ job_args() {
     fi
     # split on whitespace only: quotes, globs and $(...) in TRAIN_ARGS stay literal text
     read -r -a extra_args <<<"${TRAIN_ARGS:-}"
+    # GRID=<yaml>: a job array, one grid point per array task (python -m mnist_hpc.grid)
+    grid_args=()
+    if [ -n "${GRID:-}" ]; then
+        grid_index="${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-}}"
+        if [ -z "$grid_index" ]; then
+            echo "job: error: GRID=$GRID trains one point per array task: submit with" \
+                "sbatch --array=0-<points-1> (PBS: qsub -J 0-<points-1>);" \
+                "python -m mnist_hpc.grid show $GRID prints the line" >&2
+            exit 2
+        fi
+        local point
+        point="$(python -m mnist_hpc.grid flags "$GRID" "$grid_index")" || exit 2
+        mapfile -t grid_args <<<"$point"
+    fi
     train_args=(
         --config "$CONFIG"
         "${epochs_args[@]}"
@@ -47,6 +61,7 @@ job_args() {
         --run-id "$RUN_ID"
         --resume auto
         "${extra_args[@]}"
+        "${grid_args[@]}"
     )
 }
 
@@ -61,6 +76,7 @@ job_header() {
         config "$CONFIG" \
         epochs "${EPOCHS:-preset}" \
         "extra args" "${extra_args[*]:-none}" \
+        grid "$(if [ -n "${GRID:-}" ]; then echo "$GRID, point $grid_index: ${grid_args[*]}"; else echo none; fi)" \
         preflight "$(if [ "$PREFLIGHT" = 1 ]; then echo "the doctor first"; else echo off; fi)" \
         "run directory" "$RESULTS_DIR/$RUN_ID (resumed if it holds a checkpoint)"
 }

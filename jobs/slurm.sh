@@ -14,9 +14,16 @@
 #   RUN_ID       run directory name; pass an old one to resume it  (default: slurm-<job id>)
 #   CPU_ONLY     1: train on CPUs with gloo (pair with --gpus-per-node=0)  (default: 0)
 #   MAX_RESTARTS requeues after a checkpoint before giving up     (default: 20)
+#   STEP_GRACE   seconds the step may outlive its failed run (srun waiting for the tasks of a
+#                lost node) before it is killed and the job ends  (default: 30)
 #   PREFLIGHT    1: run python -m mnist_hpc.doctor first, with the same srun line and flags;
 #                a failed check ends the job before training; report in
 #                RESULTS_DIR/doctor-RUN_ID.json                  (default: 0)
+#   GRID         a grid of trainer flags (mnist_hpc/grids/*.yaml) run as a job array, one
+#                point per array task, in slurm-<array job id>_<index>:
+#                  sbatch --array=0-4 --export=ALL,GRID=mnist_hpc/grids/seeds.yaml jobs/slurm.sh
+#                then python -m mnist_hpc.grid summary GRID results/slurm-<array job id>_*
+#                (python -m mnist_hpc.grid show GRID prints the --array range)  (default: none)
 #   MODULES, MNIST_HPC_VENV: the software environment, see envs/slurm.sh
 # Sizes come from the allocation (SLURM_JOB_NUM_NODES, SLURM_NTASKS): change them with
 # sbatch options only; srun below inherits them, so no count is typed twice.

@@ -39,7 +39,12 @@ slurm_job_setup() {
     if [ "$CPU_ONLY" = 1 ]; then
         device_args=(--device cpu --backend gloo)
     fi
-    job_args "slurm-$SLURM_JOB_ID" "${device_args[@]}"
+    # an array task's run is named as Slurm names its log, %A_%a
+    local run_id="slurm-$SLURM_JOB_ID"
+    if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
+        run_id="slurm-${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID"
+    fi
+    job_args "$run_id" "${device_args[@]}"
 }
 
 print_header() {
@@ -82,14 +87,43 @@ _forward() {
     fi
 }
 
+# A lost node (its slurmd and tasks gone) leaves srun waiting for its tasks until Slurm
+# declares the node down (SlurmdTimeout, often 300 s), long after the ranks still alive have
+# failed. Once rank 0 has recorded the run as failed (its error names the ranks that vanished
+# and their nodes), the step has STEP_GRACE seconds to end before it is killed.
+_step_killed=0
+_watch_step() {
+    local failed_at="" seen="" stamp
+    while kill -0 "$_step_pid" 2>/dev/null; do
+        sleep 1 &
+        wait $! 2>/dev/null || true  # a trapped signal cuts the nap short
+        stamp="$(stat -c %Y "$RESULTS_DIR/$RUN_ID/metrics.json" 2>/dev/null || true)"
+        if [ -z "$failed_at" ] && [ -n "$stamp" ] && [ "$stamp" != "$seen" ]; then
+            seen="$stamp"
+            if [ "$(_run_status)" = failed ]; then
+                failed_at="$SECONDS"
+            fi
+        fi
+        if [ -n "$failed_at" ] && [ $((SECONDS - failed_at)) -ge "${STEP_GRACE:-30}" ]; then
+            echo "slurm job: the run failed $((SECONDS - failed_at)) s ago and the step still" \
+                "waits for a task (a lost node?): ending the step" >&2
+            kill -KILL "$_step_pid" 2>/dev/null || true
+            _step_killed=1
+            return
+        fi
+    done
+}
+
 # Run the step in the background (bash runs a trap only between commands, and `wait` is one
-# it can interrupt), forward signals to it, requeue after a checkpoint, exit with its status.
+# it can interrupt), forward signals to it, end it if it outlives its failed run, requeue
+# after a checkpoint, exit with its status.
 run_step() {
     _attempt_started="$(date +%s)"
     trap '_forward USR1' USR1
     trap '_forward TERM' TERM
     "$@" &
     _step_pid=$!
+    _watch_step
 
     local status
     # wait returns early (status > 128) when a trapped signal arrives: wait for the step itself
@@ -102,6 +136,9 @@ run_step() {
         fi
     done
 
+    if [ "$_step_killed" = 1 ]; then
+        status=1  # the run's own failure, not the kill
+    fi
     # 75 means "checkpointed, run me again". With --kill-on-bad-exit, the first rank to exit
     # 75 gets the others killed (SIGTERM), and srun may then report 143 instead: the run's
     # own status decides.
@@ -113,7 +150,9 @@ run_step() {
 
     local stopped="stopped early with a checkpoint: requeueing job $SLURM_JOB_ID" requeue=0
     if [ "$_terminated" = 1 ]; then
-        stopped="cancelled after a checkpoint; resume with --export=ALL,RUN_ID=$RUN_ID"
+        # SIGTERM: scancel, or Slurm requeueing the job itself (scontrol requeue, preemption)
+        stopped="stopped by SIGTERM after a checkpoint: a job Slurm requeues resumes it;\
+ a cancelled one resumes with --export=ALL,RUN_ID=$RUN_ID"
     elif [ "${SLURM_RESTART_COUNT:-0}" -ge "${MAX_RESTARTS:-20}" ]; then
         # a run that stops without progress would otherwise requeue forever
         stopped="stopped early again after ${SLURM_RESTART_COUNT} restarts (MAX_RESTARTS);\

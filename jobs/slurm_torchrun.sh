@@ -7,8 +7,9 @@
 #   sbatch jobs/slurm_torchrun.sh
 #   sbatch --nodes=1 --gpus-per-node=0 --cpus-per-task=2 \
 #          --export=ALL,CPU_ONLY=1,NPROC_PER_NODE=2,EPOCHS=1 jobs/slurm_torchrun.sh
-# Knobs: CONFIG, EPOCHS, TRAIN_ARGS, RESULTS_DIR, RUN_ID, CPU_ONLY, MAX_RESTARTS, PREFLIGHT
-# as in jobs/slurm.sh (PREFLIGHT=1 runs the doctor with the same srun + torchrun line), and
+# Knobs: CONFIG, EPOCHS, TRAIN_ARGS, RESULTS_DIR, RUN_ID, CPU_ONLY, MAX_RESTARTS, STEP_GRACE,
+# PREFLIGHT, GRID as in jobs/slurm.sh (PREFLIGHT=1 runs the doctor with the same srun +
+# torchrun line), and
 #   NPROC_PER_NODE  workers per node      (default: the GPUs Slurm gave the node; 1 without)
 #   RDZV_PORT       rendezvous port       (default: python -m mnist_hpc.job port)
 #

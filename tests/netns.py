@@ -72,8 +72,9 @@ def unavailable() -> Optional[str]:
     return None
 
 
-def _kill_inside(namespace: str) -> None:
-    """Kill the processes still in ``namespace`` (only ever ones a test started there)."""
+def kill_inside(namespace: str) -> None:
+    """Kill the processes in ``namespace`` (only ever ones a test started there): at the end,
+    or to lose a node mid-job."""
     done = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
                           timeout=30)
     for pid in done.stdout.split():
@@ -111,7 +112,7 @@ def two_nodes(prefix: str = "node") -> Iterator[tuple[Node, Node]]:
                     in zip(namespaces, hostnames, addresses, interfaces))
     finally:
         for namespace in created:
-            _kill_inside(namespace)
+            kill_inside(namespace)
         for namespace in created:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
         # if the pair was made but not moved into a namespace, it is still here

@@ -134,6 +134,41 @@ class SlurmCluster:
         return self.wait_for(job_id, lambda info: info.get("JobState") in FINISHED,
                              timeout, "end")
 
+    def release_requeued(self, job_id: str, started: Callable[[], bool],
+                         timeout: float = 120) -> None:
+        """Wait for a requeued job's next attempt (``started`` tells it, say from its log).
+        A requeued job waits out the credential lifetime (cred_expire=10 s here); releasing
+        it sooner races slurmd's revoked credential ("Job credential revoked": job FAILED),
+        so it is released 15 s after the requeue. The job passes through short-lived states
+        meanwhile (its first attempt's end among them): wait on ``started``, not the state."""
+        requeued = time.monotonic()
+        while not started():
+            info = self.job(job_id)
+            if (info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime"
+                    and time.monotonic() - requeued > 15):
+                self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+            if time.monotonic() - requeued > timeout:
+                raise TimeoutError(f"job {job_id}: no next attempt within {timeout:.0f} s: "
+                                   f"{info}\n{self.logs()}")
+            time.sleep(0.5)
+
+    def restart_node(self, index: int) -> None:
+        """Start the slurmd of node ``index`` again (after a test killed it) and wait until
+        every node is idle."""
+        host = self.hosts[index]
+        slurmd = next(i for i, p in enumerate(self.processes)
+                      if p.args[-4:] == ["-N", host.hostname, "-f", str(self.conf)])
+        old = self.processes[slurmd]
+        if old.poll() is None:
+            old.kill()
+        old.wait(timeout=10)
+        self.processes[slurmd] = _start_slurmd(self, host)
+        _wait(self.nodes_idle, 120, f"node {host.hostname} idle again", self)
+
+    def nodes_idle(self) -> bool:
+        out = self.run("sinfo", "--noheader", "--Node", "--format=%T", check=False)
+        return out.returncode == 0 and out.stdout.split() == ["idle"] * len(self.hosts)
+
     def logs(self, lines: int = 30) -> str:
         """The daemons' last log lines, for failure messages."""
         parts = []
@@ -175,6 +210,12 @@ def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
     with open(log, "ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _start_slurmd(cluster: SlurmCluster, host: Host) -> subprocess.Popen:
+    return _start(
+        host.command([cluster.bin["slurmd"], "-D", "-N", host.hostname, "-f", str(cluster.conf)]),
+        cluster.root / "log" / f"slurmd-{host.hostname}.out", cluster.env)
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str, cluster: SlurmCluster) -> None:
@@ -245,15 +286,8 @@ def start_slurm_cluster(base_dir: Path, hosts: Optional[Sequence[Host]] = None,
         _wait(lambda: cluster.run("scontrol", "ping", check=False).returncode == 0, 30,
               "slurmctld answering", cluster)
         for host in hosts:
-            cluster.processes.append(_start(
-                host.command([binaries["slurmd"], "-D", "-N", host.hostname, "-f", str(conf)]),
-                root / "log" / f"slurmd-{host.hostname}.out", env))
-
-        def nodes_idle() -> bool:
-            out = cluster.run("sinfo", "--noheader", "--Node", "--format=%T", check=False)
-            return out.returncode == 0 and out.stdout.split() == ["idle"] * len(hosts)
-
-        _wait(nodes_idle, 60, f"idle nodes {', '.join(cluster.nodes)}", cluster)
+            cluster.processes.append(_start_slurmd(cluster, host))
+        _wait(cluster.nodes_idle, 60, f"idle nodes {', '.join(cluster.nodes)}", cluster)
     except BaseException:
         cluster.stop()
         raise

@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Optional, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 import torch.distributed as dist
 
@@ -126,11 +126,22 @@ def _add_note(exc: BaseException, note: str) -> None:
     exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # add_note, before Python 3.11
 
 
+def ranks_on_nodes(ranks: list[int], hostnames: Sequence[str]) -> str:
+    """"ranks 2, 3 on node-b" (hosts in rank order), or "ranks 2, 3" where the ranks' hosts
+    are unknown (a failure before they were gathered)."""
+    if any(rank >= len(hostnames) for rank in ranks):
+        return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+    by_host: dict[str, list[int]] = {}
+    for rank in ranks:
+        by_host.setdefault(hostnames[rank], []).append(rank)
+    return "; ".join(ranks_on_nodes(group, ()) + f" on {host}" for host, group in by_host.items())
+
+
 def explain(exc: BaseException, env: DistEnv, activity: Activity, stacks: StackDumps,
-            run_dir: Path) -> None:
+            run_dir: Path, hostnames: Sequence[str] = ()) -> None:
     """Dump this rank's stack and add to ``exc`` (as a note, which ``errors.describe``
     prints) where training was and, for a failed collective, which one and which ranks are
-    missing."""
+    missing, and on which nodes (``hostnames``: every rank's, in rank order)."""
     doing = str(activity)
     stacks.dump(f"rank {env.rank} failed during {doing}: {type(exc).__name__}", exc)
     if not (env.distributed and is_communication_failure(exc)):
@@ -143,6 +154,5 @@ def explain(exc: BaseException, env: DistEnv, activity: Activity, stacks: StackD
     if missing is None:
         note += "; which ranks are missing is unknown (the store did not answer)"
     elif missing:
-        note += (f"; no word from rank{'s' if len(missing) > 1 else ''} "
-                 f"{', '.join(map(str, missing))} (stopped, hung or dead)")
+        note += f"; no word from {ranks_on_nodes(missing, hostnames)} (stopped, hung or dead)"
     _add_note(exc, note + f"; stacks in {run_dir / RANKS_DIR}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -43,8 +43,9 @@ class Observer:
 
     def __init__(self, config: RunConfig, env: DistEnv, device: torch.device, run_dir: Path,
                  recipe: Recipe, comm_timer: Optional[CommTimer],
-                 sample_inputs: torch.Tensor) -> None:
+                 sample_inputs: torch.Tensor, hostnames: Sequence[str] = ()) -> None:
         self.config, self.env, self.run_dir = config, env, run_dir
+        self.hostnames = hostnames  # every rank's, in rank order: a failure names their nodes
         if config.rank_logs:
             ranklog.copy_output(run_dir, env.rank)
         ranklog.tag_warnings(env.rank)
@@ -128,7 +129,8 @@ class Observer:
     def failed(self, exc: BaseException) -> None:
         """Stack to ``<run>/ranks/rank-N.txt``; where it happened (and for a failed
         collective, which one and who is missing) added to the error line."""
-        failures.explain(exc, self.env, self.activity, self.stacks, self.run_dir)
+        failures.explain(exc, self.env, self.activity, self.stacks, self.run_dir,
+                         self.hostnames)
 
     def close(self) -> None:
         if self.steplog is not None:

@@ -129,7 +129,7 @@ def start_run(config: RunConfig, env: DistEnv) -> Optional[Run]:
             model, comm_timer = wrap_for_ddp(recipe.model, config, env, device)
     observer = Observer(config, env, device, run_dir, recipe, comm_timer,
                         dataset.to_input(splits.train.images[:2], config.normalize,
-                                         config.channels_last))
+                                         config.channels_last), hostnames)
     # the step log's loss tap, where there is one, is captured with the graphed step and adds
     # each replay's loss to its running sum on the device
     step = (graphs.GraphedStep(model, recipe.optimizer, observer.tap or recipe.loss_fn,

@@ -20,8 +20,8 @@ import pytest
 from conftest import REPO, clean_env, read_metrics
 from launchers import PYTHON, launch
 
-# 8 steps of 64 an epoch; the ResNet in fp32 so that only the summation order differs
-COMMON = ["--limit", "512", "--batch-size", "64", "--epochs", "2", "--device", "cpu",
+# 4 steps of 64 an epoch; the ResNet in fp32 so that only the summation order differs
+COMMON = ["--limit", "256", "--batch-size", "64", "--epochs", "2", "--device", "cpu",
           "--backend", "gloo", "--precision", "fp32", "--stop-check-every", "1",
           "--timeout", "60", "--run-id", "run", "--log-every", "1"]
 # the ResNet at a tenth of its preset's lr: at 0.003 its first steps amplify float rounding
@@ -73,7 +73,7 @@ def resume(ranks: int, args: list[str], preempted_dir: Path, copy: Path) -> Path
     assert f"Resuming {run_dir} at epoch 0, step 3, written by" in result.output, str(result)
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["world"]["world_size"] == ranks
-    assert metrics["samples"]["train"] == 512
+    assert metrics["samples"]["train"] == 256
     assert metrics["resumed_from"][0]["world_size"] != ranks
     return run_dir
 
@@ -93,17 +93,18 @@ def test_a_preempted_run_resumes_at_another_world_size_with_the_unbroken_history
     on_two = train(2, args, tmp_path / "two", preempted=True)
     on_one = train(1, args, tmp_path / "one", preempted=True)
     resumed = {"2 -> 1": resume(1, args, on_two, tmp_path / "2to1"),
-               "2 -> 3": resume(3, args, on_two, tmp_path / "2to3"),
                "1 -> 2": resume(2, args, on_one, tmp_path / "1to2")}
+    if model == "seed":  # 3 ranks split the batch of 64 unevenly (22, 21, 21)
+        resumed["2 -> 3"] = resume(3, args, on_two, tmp_path / "2to3")
     want, want_steps = np.load(unbroken / "history.npy"), step_losses(unbroken)
     for moved, run_dir in resumed.items():
         history, steps = np.load(run_dir / "history.npy"), step_losses(run_dir)
-        assert history.shape == want.shape == (2, 4) and len(steps) == len(want_steps) == 16
+        assert history.shape == want.shape == (2, 4) and len(steps) == len(want_steps) == 8
         # the first step after the resume (step 4) rests on every piece of carried state
         assert steps[3] == pytest.approx(want_steps[3], rel=1e-4), (model, moved)
         if model == "seed":
             np.testing.assert_allclose(steps, want_steps, rtol=1e-6, err_msg=moved)
         np.testing.assert_allclose(history[:, [1, 3]], want[:, [1, 3]],
                                    rtol=HISTORY_RTOL[model], err_msg=f"{model} {moved}")
-        # accuracies within one image of 512 (0.2 %)
-        assert np.abs(history[:, [0, 2]] - want[:, [0, 2]]).max() <= 0.2, (model, moved)
+        # accuracies within one image of 256 (0.39 %)
+        assert np.abs(history[:, [0, 2]] - want[:, [0, 2]]).max() <= 100 / 256, (model, moved)

@@ -101,8 +101,9 @@ def assert_the_stop_is_explained(output: str, results: Path) -> None:
     """Rank 0's one line names the collective, where, and who never answered; its stacks
     (the frames the error unwound, then every thread) are in ranks/rank-0.txt."""
     assert re.search(r"^error: rank 0 failed: .*Timed out.*; during the all-reduce of "
-                     r"gradients, epoch 0, step 3; no word from rank 1 \(stopped, hung or "
-                     r"dead\)", output, re.MULTILINE), output
+                     r"gradients, epoch 0, step 3; no word from rank 1 on "
+                     + re.escape(socket.gethostname()) + r" \(stopped, hung or dead\)",
+                     output, re.MULTILINE), output
     run_dir = only_run_dir(results)
     stacks = (run_dir / "ranks" / "rank-0.txt").read_text()
     assert "rank 0 failed during all-reduce of gradients, epoch 0, step 3" in stacks

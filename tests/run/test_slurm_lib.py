@@ -18,7 +18,7 @@ from conftest import REPO, clean_env
 FAKE_SCONTROL = '#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n'
 
 
-def start(tmp_path: Path, step: str, restarts: int = 0) -> subprocess.Popen:
+def start(tmp_path: Path, step: str, restarts: int = 0, **knobs: str) -> subprocess.Popen:
     """``bash -c`` standing in for the batch shell: source slurm_lib.sh, run_step STEP."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -26,7 +26,7 @@ def start(tmp_path: Path, step: str, restarts: int = 0) -> subprocess.Popen:
     (bin_dir / "scontrol").chmod(0o755)
     env = clean_env(SLURM_JOB_ID="77", SLURM_RESTART_COUNT=str(restarts),
                     RESULTS_DIR=str(tmp_path / "results"), RUN_ID="slurm-77",
-                    SCONTROL_LOG=str(tmp_path / "scontrol.log"), STEP=step)
+                    SCONTROL_LOG=str(tmp_path / "scontrol.log"), STEP=step, **knobs)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     script = 'set -euo pipefail; source jobs/slurm_lib.sh; run_step bash -c "$STEP"'
     return subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, text=True,
@@ -96,8 +96,21 @@ def test_usr1_is_forwarded_and_leads_to_a_requeue(tmp_path):
 def test_cancelled_job_is_not_requeued(tmp_path):
     # scancel: SIGTERM to the batch shell, forwarded; the step checkpoints and exits 75
     status, output, calls = signal_when_started(tmp_path, signal.SIGTERM)
-    assert "SIGTERM received" in output and "cancelled after a checkpoint" in output, output
+    assert "SIGTERM received" in output, output
+    assert "stopped by SIGTERM after a checkpoint" in output, output
     assert (status, calls) == (75, []), output
+
+
+def test_a_step_that_outlives_its_failed_run_is_ended(tmp_path):
+    """A lost node: rank 0 has recorded the failure, srun still waits for the lost tasks."""
+    metrics = tmp_path / "results" / "slurm-77" / "metrics.json"
+    step = (f"trap '' TERM; mkdir -p {metrics.parent}; "
+            f"echo '{{\"status\": \"failed\"}}' > {metrics}; sleep 60 >/dev/null 2>&1")
+    started = time.monotonic()
+    status, output, calls = finish(tmp_path, start(tmp_path, step, STEP_GRACE="2"))
+    assert (status, calls) == (1, []), output
+    assert "still waits for a task (a lost node?): ending the step" in output, output
+    assert time.monotonic() - started < 20, output
 
 
 @pytest.mark.parametrize("restarts", [20, 25])

@@ -11,7 +11,7 @@ from conftest import REPO
 PACKAGE = REPO / "mnist_hpc"
 # lowest first; a module may import its own layer and those before it
 LAYERS = ["errors", "files", "tables", "seeds", "config", "job", "data", "step", "observe",
-          "run", "bench", "doctor", "scaling", "train", "evaluate", "metrics", "runs"]
+          "run", "bench", "doctor", "scaling", "train", "evaluate", "metrics", "runs", "grid"]
 
 
 def module_name(path: Path) -> str:

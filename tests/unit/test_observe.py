@@ -109,3 +109,10 @@ def test_error_lines_carry_where_it_happened():
                              "step 17")
     assert ranklog.tag(0) == ""
     assert re.fullmatch(r"\[rank 3 \S+\] ", ranklog.tag(3))
+
+
+def test_missing_ranks_are_named_with_their_nodes():
+    hosts = ["a", "a", "b", "b"]
+    assert failures.ranks_on_nodes([2, 3], hosts) == "ranks 2, 3 on b"
+    assert failures.ranks_on_nodes([1, 3], hosts) == "rank 1 on a; rank 3 on b"
+    assert failures.ranks_on_nodes([1], ()) == "rank 1"  # before the hosts were gathered
