@@ -1,5 +1,5 @@
-"""The command line: ``python -m mnist_hpc.scaling plan|submit|local|report|model`` (console
-script ``mnist-hpc-scaling``). Bad input of any kind is one ``error:`` line and exit 2."""
+"""The command line: ``python -m mnist_hpc.scaling plan|submit|local|allocation|report|model``
+(console script ``mnist-hpc-scaling``). Bad input of any kind is one ``error:`` line and exit 2."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import EXIT_OK, EXIT_USAGE, UsageError
 from ..files import UsageParser
+from .allocation import cmd_allocation
 from .local import cmd_local
 from .perfmodel import DEFAULT_NETWORK, cmd_model
 from .report import cmd_report
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores-per-rank", type=_number(int, 0),
                    help="mpiexec only: bind each rank to N cores; 0: unbound, the ranks share "
                         "the machine (default: the sweep's local.cores_per_rank)")
+    p.add_argument("--study-id", help=study_id_help)
+    p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
+                   help="print the commands; run nothing")
+
+    p = command("allocation", "inside a batch job: run the sweep as job steps (srun, or "
+                              "mpiexec on PBS's nodes) on the allocation's nodes", cmd_allocation)
     p.add_argument("--study-id", help=study_id_help)
     p.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
                    help="print the commands; run nothing")

@@ -1,5 +1,6 @@
 """``local``: run a sweep here, one run after another, each under torchrun or mpiexec with
-this interpreter, its output shown and kept in ``<study>/logs/<run>.log``."""
+this interpreter, its output shown and kept in ``<study>/logs/<run>.log`` (``run_study``,
+which ``allocation`` shares)."""
 
 from __future__ import annotations
 
@@ -85,10 +86,17 @@ def cmd_local(args: argparse.Namespace) -> int:
             print(shlex.join(command))
         return EXIT_OK
     study_dir = create_study(sweep, runs, study_id, f"local-{launcher}")
+    return run_study(study_dir, runs, commands, _child_environment(), f"here with {launcher}")
+
+
+def run_study(study_dir: Path, runs: list[PlannedRun], commands: list[list[str]], env: dict,
+              how: str) -> int:
+    """Run each command of a created study in turn, its output shown and kept in
+    ``<study>/logs/<run>.log``, its exit code and time in the manifest."""
     manifest = read_manifest(study_dir)
     logs = study_dir / "logs"
-    logs.mkdir()
-    print(f"Study {study_id}: {len(runs)} runs here with {launcher}; results in {study_dir}",
+    logs.mkdir(exist_ok=True)
+    print(f"Study {study_dir.name}: {len(runs)} runs {how}; results in {study_dir}",
           flush=True)
     failures = 0
     for entry, run, command in zip(manifest["runs"], runs, commands):
@@ -98,8 +106,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         with open(logs / f"{run.label}.log", "w") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, env=_child_environment(),
-                                       cwd=REPO_DIR)
+                                       text=True, env=env, cwd=REPO_DIR)
             for line in process.stdout:
                 log.write(line)
                 sys.stdout.write(line)

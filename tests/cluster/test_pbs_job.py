@@ -165,6 +165,28 @@ def test_job_parameters_pass_through_literally(tmp_path):
     assert not marker.exists()
 
 
+def test_an_array_task_trains_its_grid_point(tmp_path):
+    """qsub -J 0-8 -v GRID=...: subjob 1 (PBS_ARRAY_INDEX) trains the grid's point 1 in a run
+    directory of its own; GRID outside an array is refused before the launch."""
+    wrapper, log = make_wrapper(tmp_path, dry=True)
+    grid = "mnist_hpc/grids/lr_seeds.yaml"
+    env = pbs_env(tmp_path, wrapper, ["node0"], GRID=grid, PBS_ARRAY_INDEX="1",
+                  PBS_ARRAY_ID="4242[].polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov",
+                  PBS_JOBID="4242[1].polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov",
+                  TRAIN_ARGS="--seed 9")
+    result = run_pbs(env, tmp_path)
+    assert result.returncode == 0, result.output
+    argv = json.loads(log.read_text())
+    assert flag_value(argv, "--run-id") == "pbs-4242_1"
+    assert argv[-4:] == ["--lr", "0.003", "--seed", "2"]  # the point wins over TRAIN_ARGS
+    assert f"{grid}, point 1: --lr 0.003 --seed 2" in result.log, result.log
+
+    log.unlink()
+    result = run_pbs(pbs_env(tmp_path, wrapper, ["node0"], GRID=grid), tmp_path)
+    assert result.returncode == 2 and "qsub -J 0-<points-1>" in result.stderr, result.output
+    assert not log.exists(), "mpiexec ran although GRID had no array index"
+
+
 @pytest.mark.parametrize("account", [None, "", "YOUR_PROJECT"])
 def test_missing_account_fails_before_launch(tmp_path, account):
     wrapper, log = make_wrapper(tmp_path, dry=True)

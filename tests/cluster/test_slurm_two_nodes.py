@@ -13,6 +13,8 @@ must match one process's to float noise.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -226,3 +228,35 @@ def test_a_lost_node_ends_the_job_naming_the_node_and_rank(cluster, tmp_path):
     assert f"no word from rank 1 on {lost.hostname}" in log, log
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers, leftovers
+
+
+def test_a_scaling_study_runs_inside_one_allocation(cluster, tmp_path):
+    """``scaling allocation`` in a 2-node batch job: every point an srun step on the nodes it
+    needs (1 node x 1 and 2 ranks, 2 nodes x 2 ranks), then ``scaling report``."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: alloc\nmode: strong\nranks: [1, 2, 4]\nranks_per_node: 2\n"
+                     f"config: default\nbatch_size: 256\nepochs: 2\n"
+                     f"train_args: --device cpu --backend gloo --limit 256 --timeout 60\n"
+                     f"results_dir: {tmp_path / 'results'}\n")
+    study = tmp_path / "results" / "s"
+    job = cluster.sbatch(
+        "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1", f"--chdir={REPO}",
+        f"--output={tmp_path}/slurm-%j.out",
+        "--wrap", f"{sys.executable} -m mnist_hpc.scaling allocation {sweep} --study-id s")
+    info = cluster.wait_finished(job, timeout=300)
+    assert_completed(cluster, info, tmp_path, job)
+    manifest = json.loads((study / "study.json").read_text())
+    assert manifest["target"] == "allocation-slurm"
+    assert [(r["label"], r["exit_code"]) for r in manifest["runs"]] == [
+        ("n1-r1-rep0", 0), ("n1-r2-rep0", 0), ("n2-r4-rep0", 0)], job_log(tmp_path, job)
+    first, second = cluster.nodes
+    for label, hosts in (("n1-r1-rep0", [first]), ("n1-r2-rep0", [first] * 2),
+                         ("n2-r4-rep0", [first, first, second, second])):
+        world = read_metrics(study / label)["world"]
+        assert (world["launcher"], world["job_id"], world["hostnames"]) == (
+            "slurm", job, hosts), (label, world)
+
+    report = subprocess.run([sys.executable, "-m", "mnist_hpc.scaling", "report", str(study)],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "Failed or incomplete" not in (study / "scaling.md").read_text()
