@@ -46,7 +46,7 @@ def settings_from(args: argparse.Namespace, device: torch.device) -> Settings:
     if args.quick:
         return Settings(device, args.data_dir, repeats=1, samples=args.samples or 256,
                         warmup=1 if args.warmup is None else args.warmup,
-                        limit=args.limit or 1024, epochs=args.epochs or 1,
+                        limit=args.limit or 512, epochs=args.epochs or 1,
                         evals_per_epoch=1, targets=targets, eval_batch_size=args.eval_batch_size)
     return Settings(device, args.data_dir, repeats=args.repeats,
                     samples=args.samples or (49152 if gpu else 4096),

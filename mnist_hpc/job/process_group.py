@@ -23,6 +23,7 @@ from .watchdog import deadline, find_job
 
 T = TypeVar("T")
 DEADLINE_GRACE_S = 5.0
+JOINED_PREFIX = "mnist_hpc/joined/"  # each rank's check-in with rank 0's store
 
 
 def pick_device(requested: str, env: DistEnv, environ: Optional[Mapping[str, str]] = None,
@@ -189,10 +190,6 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
             raise UsageError(problem)
         started = time.perf_counter()
         kwargs: dict[str, Any] = {}
-        if env.launcher == "torchrun":
-            init_method = "env://"
-        else:
-            init_method = f"tcp://{env.master_addr}:{env.master_port}"
         if torch_device.type == "cuda":
             kwargs["device_id"] = torch_device
         where = f"{env.master_addr}:{env.master_port}"
@@ -205,15 +202,41 @@ def session(device: str = "auto", backend: str = "auto", timeout_s: float = 300.
                                  f"started and that MASTER_ADDR:MASTER_PORT ({where}) is rank "
                                  f"0's host and a port no other program holds, or raise "
                                  f"--timeout", env.launcher):
-            dist.init_process_group(env.backend, init_method=init_method, rank=env.rank,
-                                    world_size=env.world_size,
-                                    timeout=timedelta(seconds=timeout_s), **kwargs)
+            _init_process_group(env, timedelta(seconds=timeout_s),
+                                environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True", **kwargs)
         env = replace(env, init_s=time.perf_counter() - started)
     try:
         yield env
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _init_process_group(env: DistEnv, timeout: timedelta, agent_store: bool,
+                        **kwargs: Any) -> None:
+    """Under torchrun the agents have held the rendezvous already (``agent_store``: env://
+    joins their store). Elsewhere every rank checks in with rank 0's store and waits for all
+    the others first, so that a rendezvous that never fills names the ranks that never came
+    on every rank that did."""
+    if agent_store:
+        dist.init_process_group(env.backend, init_method="env://", rank=env.rank,
+                                world_size=env.world_size, timeout=timeout, **kwargs)
+        return
+    store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, env.rank == 0,
+                          timeout, wait_for_workers=False)
+    keys = [f"{JOINED_PREFIX}{rank}" for rank in range(env.world_size)]
+    store.set(keys[env.rank], "1")
+    try:
+        store.wait(keys, timeout)
+    except (RuntimeError, dist.DistError) as exc:
+        missing = [rank for rank, key in enumerate(keys) if not store.check([key])]
+        if missing:
+            exc.__notes__ = [*getattr(exc, "__notes__", []),
+                             f"rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} "
+                             f"of {env.world_size} never joined"]
+        raise
+    dist.init_process_group(env.backend, store=store, rank=env.rank,
+                            world_size=env.world_size, timeout=timeout, **kwargs)
 
 
 # --- collectives that are no-ops on one process -------------------------------------------

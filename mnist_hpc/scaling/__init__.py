@@ -1,6 +1,7 @@
-"""Scaling studies: plan a sweep, submit it (PBS or Slurm) or run it here, then report.
+"""Scaling studies: plan a sweep, submit it (PBS or Slurm), run it here or inside one
+allocation, then report.
 
-``python -m mnist_hpc.scaling plan|submit|local|report|model``. A sweep YAML names the
+``python -m mnist_hpc.scaling plan|submit|local|allocation|report|model``. A sweep YAML names the
 points (ranks or nodes), the batch rule (strong: fixed global batch; weak: fixed per-rank
 batch) and the scheduler settings. Every run of a study writes its run directory under
 ``<results_dir>/<study_id>/``, next to ``study.json``, the manifest of the planned runs and
@@ -11,8 +12,8 @@ Nothing here trains: each run is ``python -m mnist_hpc.train`` started by a laun
 template. No torch import: planning and reporting work on a login node.
 
 Modules: ``sweep`` (the sweep file and its plan), ``schedulers`` (qsub/sbatch commands and
-the rules a study must meet), ``study`` (study id and manifest), ``submit`` and ``local``
-(the two ways to start the runs), ``gather`` (run directories into records), ``aggregate``
+the rules a study must meet), ``study`` (study id and manifest), ``submit``, ``local`` and
+``allocation`` (the three ways to start the runs: a job each, here, job steps in this job), ``gather`` (run directories into records), ``aggregate``
 (rows and CSV), ``plots``, ``perfmodel`` (the ring all-reduce model), ``report`` (the
 markdown report), ``tables`` (number and table formatting), ``cli`` (the command line).
 """

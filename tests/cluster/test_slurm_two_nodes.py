@@ -125,14 +125,15 @@ def unbroken(tmp_path_factory) -> np.ndarray:
     return np.load(next(results.iterdir()) / "history.npy")
 
 
-@pytest.mark.parametrize("script, how", [("slurm.sh", "usr1"), ("slurm_torchrun.sh", "usr1"),
-                                         ("slurm.sh", "scontrol requeue")])
+@pytest.mark.parametrize("script, how", [("slurm.sh", "usr1"),
+                                         ("slurm_torchrun.sh", "scontrol requeue")])
 def test_a_requeued_two_node_job_ends_with_the_unbroken_history(
         cluster, tmp_path, unbroken, script, how):
-    """USR1 (Slurm's warning before the time limit: srun forwards it, or the torchrun
-    template has Slurm send SIGTERM to the tasks) or ``scontrol requeue`` (SIGTERM from Slurm,
-    which requeues the job itself) mid-run: a checkpoint, the job requeued, the second
-    attempt resuming it on both nodes."""
+    """USR1 (Slurm's warning before the time limit, which srun forwards to the tasks) or
+    ``scontrol requeue`` (SIGTERM from Slurm, which torchrun passes to its workers; Slurm
+    requeues the job itself) mid-run: a checkpoint, the job requeued, the second attempt
+    resuming it on both nodes. (The torchrun template's USR1 becomes that same SIGTERM,
+    sent by scancel: tests/run/test_slurm_lib.py.)"""
     job = submit(cluster, tmp_path, script, ["--nodes=2", "--ntasks-per-node=1",
                                               "--cpus-per-task=1"], LONG)
     run_dir = tmp_path / "results" / f"slurm-{job}"

@@ -93,6 +93,32 @@ def test_usr1_is_forwarded_and_leads_to_a_requeue(tmp_path):
     assert (status, calls) == (75, ["requeue 77"]), output
 
 
+def test_usr1_becomes_the_signal_the_template_names(tmp_path):
+    """jobs/slurm_torchrun.sh: srun would take SIGTERM as "cancel the step" (no time for a
+    checkpoint), so Slurm is asked (scancel --signal=TERM) to send it to the tasks instead."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scancel").write_text(FAKE_SCONTROL)  # records its arguments alike
+    (bin_dir / "scancel").chmod(0o755)
+    step_pid = tmp_path / "step.pid"
+    process = start(tmp_path, f"trap 'exit 75' TERM; echo $$ > {step_pid}.tmp; "
+                              f"mv {step_pid}.tmp {step_pid}; sleep 20 >/dev/null 2>&1 & wait",
+                    FORWARD_USR1_AS="TERM")
+    deadline = time.monotonic() + 20
+    while not step_pid.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGUSR1)
+    log = tmp_path / "scontrol.log"
+    while not (log.exists() and "--signal=TERM 77" in log.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.kill(int(step_pid.read_text()), signal.SIGTERM)  # what Slurm then does to the tasks
+    status, output, calls = finish(tmp_path, process)
+    assert "SIGUSR1 received, sending SIGTERM to the tasks" in output, output
+    assert (status, calls) == (75, ["--signal=TERM 77", "requeue 77"]), output
+
+
 def test_cancelled_job_is_not_requeued(tmp_path):
     # scancel: SIGTERM to the batch shell, forwarded; the step checkpoints and exits 75
     status, output, calls = signal_when_started(tmp_path, signal.SIGTERM)
