@@ -15,6 +15,7 @@ repeat axis: the summary pools the seeds of a point. Array task N of
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import statistics
 import sys
@@ -25,12 +26,11 @@ from typing import Any, Optional
 from .config.flags import flag_name
 from .config.options import make_config
 from .errors import EXIT_OK, EXIT_USAGE, UsageError
-from .files import check_path, read_yaml
+from .files import UsageParser, check_path, read_yaml
 from .run import metrics_json
 from .tables import fmt, text_table
 
-USAGE = ("usage: python -m mnist_hpc.grid show GRID | flags GRID INDEX | "
-         "summary GRID RUN_DIR...")
+PROG = "python -m mnist_hpc.grid"
 REPEAT_KEY = "seed"  # pooled by the summary: a point is everything else
 
 
@@ -127,26 +127,51 @@ def summary(grid: Grid, run_dirs: list[Path]) -> str:
     return text + "".join(f"\n  not counted: {note}" for note in notes)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = UsageParser(prog=PROG, description="A grid of trainer flags run as one job array "
+                         "(sbatch --array, qsub -J; GRID=<file> in the job templates), and the "
+                         "summary of its runs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
+    grid_help = "the grid YAML: 'grid:' maps trainer options to lists of values"
+    p = sub.add_parser("show", help="the points, numbered as array tasks, and the "
+                                    "sbatch/qsub lines", description="The points of a grid, "
+                                    "numbered as array tasks, and the lines that submit it.")
+    p.add_argument("grid", help=grid_help)
+    p = sub.add_parser("flags", help="one point's trainer flags, one per line (what the job "
+                                     "templates read)", description="Point INDEX's trainer "
+                                     "flags, one per line.")
+    p.add_argument("grid", help=grid_help)
+    p.add_argument("index", type=int, help="the array task's index (SLURM_ARRAY_TASK_ID, "
+                                           "PBS_ARRAY_INDEX)")
+    p = sub.add_parser("summary", help="test accuracy per point over the finished runs",
+                       description="Per point (the grid's values but seed): runs completed, "
+                                   "test accuracy's mean, standard deviation, min and max.")
+    p.add_argument("grid", help=grid_help)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="the array's run directories, e.g. results/slurm-<array job id>_*")
+    return parser
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    command = args[0] if args else None
     try:
-        if command == "show" and len(args) == 2:
-            print(show(load(Path(args[1]))))
-        elif command == "flags" and len(args) == 3:
-            if not args[2].isdigit():
-                raise UsageError(f"array index {args[2]!r} is not a number")
-            print("\n".join(load(Path(args[1])).flags(int(args[2]))))
-        elif command == "summary" and len(args) >= 3:
-            print(summary(load(Path(args[1])), [Path(a) for a in args[2:]]))
+        args = build_parser().parse_args(argv)
+        grid = load(Path(args.grid))
+        if args.command == "show":
+            print(show(grid))
+        elif args.command == "flags":
+            print("\n".join(grid.flags(args.index)))
         else:
-            print(USAGE, file=sys.stderr)
-            return EXIT_USAGE
+            print(summary(grid, [Path(d) for d in args.run_dirs]))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
 
 
-if __name__ == "__main__":
+def main_exit() -> None:
+    """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

@@ -18,7 +18,7 @@ from mnist_hpc.errors import UsageError
 # every command with a command line; a new entry point with one belongs here
 COMMANDS = ["mnist_hpc.config.flags", "mnist_hpc.doctor.cli", "mnist_hpc.scaling.cli",
             "mnist_hpc.bench.cli"]
-COMMANDS += [f"mnist_hpc.{name}" for name in ("evaluate", "runs")
+COMMANDS += [f"mnist_hpc.{name}" for name in ("evaluate", "runs", "grid")
              if (REPO / "mnist_hpc" / f"{name}.py").is_file()]
 
 

@@ -55,6 +55,7 @@ def test_an_index_outside_the_grid_names_the_array_to_submit(tmp_path, capsys):
     assert grid.main(["flags", str(path), "3"]) == EXIT_USAGE
     assert "submit --array=0-2 (PBS: -J 0-2)" in capsys.readouterr().err
     assert grid.main(["flags", str(path), "x"]) == EXIT_USAGE
+    assert "invalid int value: 'x'" in capsys.readouterr().err
     assert grid.main(["flags", str(tmp_path / "none.yaml"), "0"]) == EXIT_USAGE
     assert "grid file" in capsys.readouterr().err
     assert grid.main(["flags", str(path), "1"]) == 0
