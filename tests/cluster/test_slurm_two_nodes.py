@@ -1,13 +1,15 @@
 """The job templates submitted with ``sbatch --nodes=2`` to a real two-node Slurm cluster
 (``slurm_two_nodes`` in tests/slurm_cluster.py: one slurmd per network namespace, each node
-with its own hostname and address), as a user submits them.
+with its own hostname and address), as a user submits them: the templates with the doctor
+first, a job array, a scaling study in one allocation. Requeue and a lost node are in
+test_slurm_two_node_failures.py, on a cluster of their own, so both files run side by side.
 
 What only more than one node shows: srun placing ranks on both nodes, the rendezvous host
 taken from the allocation's node list (srun) or torchrun's c10d rendezvous on the first node,
-gloo across the nodes, metrics.json counting 2 nodes, the doctor's per-node rows, a requeued
-multi-node job resuming, a node lost mid-job, and a job array spread over the nodes. The
-recipe is launchers.COMMON's (keyed dropout: any world size trains alike), so every history
-must match one process's to float noise.
+gloo across the nodes, metrics.json counting 2 nodes, the doctor's per-node rows, a job array
+spread over the nodes, job steps on part of an allocation. The recipe is launchers.COMMON's
+(keyed dropout: any world size trains alike), so every history must match one process's to
+float noise.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import netns
 import numpy as np
 import pytest
 from conftest import REPO, read_metrics
-from launchers import COMMON, LIMIT, train, trained
-from slurm_cluster import SlurmCluster, slurm_two_nodes
+from launchers import COMMON, LIMIT, trained
+from slurm_cluster import slurm_two_nodes
+from two_node_jobs import RECIPE, assert_completed, job_log, submit
 
 from mnist_hpc import grid
 from mnist_hpc.job.hostlist import parse as parse_hostlist
@@ -34,52 +35,12 @@ SIZING = {
     "slurm.sh": ["--ntasks-per-node=2", "--cpus-per-task=1"],
     "slurm_torchrun.sh": ["--ntasks-per-node=1", "--cpus-per-task=2"],
 }
-RECIPE = [*COMMON, "--shuffle", "--timeout", "60"]  # 2 epochs of --limit 999
-# the requeue tests' recipe: long enough that the signal lands mid-run
-LONG = [*RECIPE, "--epochs", "6", "--checkpoint-every", "1"]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with slurm_two_nodes(tmp_path_factory.mktemp("slurm-two-nodes")) as two_nodes:
         yield two_nodes
-
-
-def submit(cluster: SlurmCluster, tmp_path: Path, script: str, sizing: list[str],
-           train_args: list[str], exports: str = "", ranks_per_node: int = 1) -> str:
-    """sbatch a template as its header shows, CPU only, results under tmp_path/results."""
-    return cluster.sbatch(
-        *sizing, "--gpus-per-node=0", f"--chdir={REPO}", f"--output={tmp_path}/slurm-%j.out",
-        f"--export=ALL,CPU_ONLY=1,NPROC_PER_NODE={ranks_per_node},"
-        f"TRAIN_ARGS={' '.join(train_args)},RESULTS_DIR={tmp_path / 'results'}{exports}",
-        str(REPO / "jobs" / script))
-
-
-def job_log(tmp_path: Path, job: str) -> str:
-    path = tmp_path / f"slurm-{job}.out"
-    return path.read_text(errors="replace") if path.exists() else "(no job log)"
-
-
-def assert_completed(cluster: SlurmCluster, info: dict, tmp_path: Path, job: str) -> None:
-    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), (
-        f"{job_log(tmp_path, job)}\n{info}\n{cluster.logs()}")
-
-
-def epochs_done(run_dir: Path) -> int:
-    try:
-        return len(json.loads((run_dir / "metrics.json").read_text())["epochs"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def wait_for_epoch(cluster: SlurmCluster, job: str, run_dir: Path, tmp_path: Path) -> None:
-    """Until the job's run has recorded an epoch (its signal handlers are installed)."""
-    deadline = time.monotonic() + 180
-    while epochs_done(run_dir) < 1:
-        state = cluster.job(job)["JobState"]
-        assert state in ("PENDING", "RUNNING"), job_log(tmp_path, job)
-        assert time.monotonic() < deadline, "no epoch in 180 s\n" + job_log(tmp_path, job)
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("script", ["slurm.sh", "slurm_torchrun.sh"])
@@ -116,51 +77,6 @@ def test_two_node_job_runs_the_doctor_then_trains_like_one_process(
                                err_msg="two nodes differ from one process")
 
 
-@pytest.fixture(scope="module")
-def unbroken(tmp_path_factory) -> np.ndarray:
-    """The requeue tests' recipe in one process, never stopped: the history to end with."""
-    results = tmp_path_factory.mktemp("unbroken")
-    result = train("single", LONG, results)
-    assert result.returncode == 0, str(result)
-    return np.load(next(results.iterdir()) / "history.npy")
-
-
-@pytest.mark.parametrize("script, how", [("slurm.sh", "usr1"),
-                                         ("slurm_torchrun.sh", "scontrol requeue")])
-def test_a_requeued_two_node_job_ends_with_the_unbroken_history(
-        cluster, tmp_path, unbroken, script, how):
-    """USR1 (Slurm's warning before the time limit, which srun forwards to the tasks) or
-    ``scontrol requeue`` (SIGTERM from Slurm, which torchrun passes to its workers; Slurm
-    requeues the job itself) mid-run: a checkpoint, the job requeued, the second attempt
-    resuming it on both nodes. (The torchrun template's USR1 becomes that same SIGTERM,
-    sent by scancel: tests/run/test_slurm_lib.py.)"""
-    job = submit(cluster, tmp_path, script, ["--nodes=2", "--ntasks-per-node=1",
-                                              "--cpus-per-task=1"], LONG)
-    run_dir = tmp_path / "results" / f"slurm-{job}"
-    wait_for_epoch(cluster, job, run_dir, tmp_path)
-    if how == "usr1":
-        cluster.run("scancel", "--signal=USR1", "--batch", job)
-    else:
-        cluster.run("scontrol", "requeue", job)
-    cluster.wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 120, "requeue")
-    assert epochs_done(run_dir) < 6, "the run ended before the signal: make it longer"
-    cluster.release_requeued(job, lambda: "attempt 2" in job_log(tmp_path, job))
-    info = cluster.wait_finished(job, timeout=300)
-    assert_completed(cluster, info, tmp_path, job)
-    log = job_log(tmp_path, job)
-    assert int(info["Restarts"]) == 1 and "Resuming" in log, log
-
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["world"]["nodes"] == 2, metrics
-    resumed = metrics["resumed_from"]
-    assert len(resumed) == 1 and resumed[0]["world_size"] == 2, resumed
-    history = np.load(run_dir / "history.npy")
-    print(f"{how}: resumed at epoch {resumed[0]['epoch']} step {resumed[0]['step']}; largest "
-          f"difference from the unbroken history {np.abs(history - unbroken).max():.2e}")
-    np.testing.assert_allclose(history, unbroken, rtol=1e-5,
-                               err_msg="the requeued run differs from the unbroken one")
-
-
 def test_a_job_array_trains_each_grid_point_and_summarises(cluster, tmp_path):
     """GRID in an ``sbatch --array`` job: one run directory per point, spread over both nodes,
     then ``python -m mnist_hpc.grid summary``."""
@@ -192,43 +108,6 @@ def test_a_job_array_trains_each_grid_point_and_summarises(cluster, tmp_path):
         accs = [read_metrics(d)["final"]["test_acc"] for d in tasks]
         row = next(line.split() for line in text.splitlines() if line.startswith(f"lr={lr} "))
         assert row[1:3] == ["2/2", f"{np.mean(accs):.2f}"], text
-
-
-def test_a_lost_node_ends_the_job_naming_the_node_and_rank(cluster, tmp_path):
-    """The second node's slurmd and tasks killed mid-run (as a node that loses power): the
-    job ends within --timeout + 60 s, the error names the vanished rank and its node, and the
-    run directory says failed with nothing half-written. srun itself would wait for the lost
-    tasks until Slurm declares the node down (SlurmdTimeout); the template ends the step
-    STEP_GRACE (30) s after the run failed. The node is brought back after."""
-    timeout = 30
-    job = submit(cluster, tmp_path, "slurm.sh", ["--nodes=2", "--ntasks-per-node=1",
-                                                  "--cpus-per-task=1"],
-                 [*RECIPE, "--epochs", "100", "--timeout", str(timeout)])
-    run_dir = tmp_path / "results" / f"slurm-{job}"
-    wait_for_epoch(cluster, job, run_dir, tmp_path)
-    lost = cluster.hosts[1]
-    netns.kill_inside(lost.namespace)
-    killed = time.monotonic()
-    try:
-        # the batch script's last line; Slurm's own record waits for the node (below)
-        while "=== failed with exit code" not in job_log(tmp_path, job):
-            assert time.monotonic() - killed < timeout + 60, (
-                f"the job still runs {timeout + 60} s after the node was lost\n"
-                f"{job_log(tmp_path, job)}\n{cluster.logs()}")
-            time.sleep(0.5)
-        ended_s = time.monotonic() - killed
-    finally:
-        cluster.restart_node(1)
-    info = cluster.wait_finished(job, timeout=60)
-    print(f"node lost: the job ended {ended_s:.1f} s after the kill ({info['JobState']})")
-    log = job_log(tmp_path, job)
-    assert info["JobState"] in ("FAILED", "NODE_FAIL"), f"{log}\n{info}"
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "failed", metrics
-    assert f"no word from rank 1 on {lost.hostname}" in metrics["error"], metrics["error"]
-    assert f"no word from rank 1 on {lost.hostname}" in log, log
-    leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
-    assert not leftovers, leftovers
 
 
 def test_a_scaling_study_runs_inside_one_allocation(cluster, tmp_path):
