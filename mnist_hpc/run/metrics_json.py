@@ -12,13 +12,12 @@ from real annotations only, on Python 3.11).
 """
 
 import json
-import types
 from pathlib import Path
-from typing import (Any, Literal, NotRequired, Optional, TypedDict, Union, get_args,
-                    get_origin, get_type_hints, is_typeddict)
+from typing import Any, Literal, NotRequired, Optional, TypedDict, get_args, get_type_hints
 
 from .. import files
 from ..errors import UsageError
+from .json_shape import Mismatch, check_fields, kind_name
 
 FILENAME = "metrics.json"
 SCHEMA = 1
@@ -213,7 +212,7 @@ def read(path: Path) -> Metrics:
     path = _path(path)
     payload = _load(path)
     if not isinstance(payload, dict):
-        raise MetricsError(f"{path}: expected a JSON object, found {_kind(payload)}")
+        raise MetricsError(f"{path}: expected a JSON object, found {kind_name(payload)}")
     if "schema" not in payload:
         raise MetricsError(f"{path}: key 'schema' is missing")
     if payload["schema"] != SCHEMA:
@@ -224,8 +223,8 @@ def read(path: Path) -> Metrics:
     if payload.get("status") != COMPLETED and payload.get("final") == {}:
         hints["final"] = dict  # not there yet
     try:
-        _check_fields(payload, Metrics, hints, "")
-    except _Mismatch as exc:
+        check_fields(payload, Metrics, hints, "")
+    except Mismatch as exc:
         raise MetricsError(f"{path}: {exc}") from None
     return payload  # type: ignore[return-value]
 
@@ -252,58 +251,3 @@ def status(run_dir: Path) -> Optional[str]:
         return None
     value = payload.get("status") if isinstance(payload, dict) else None
     return value if value in STATUSES else None
-
-
-# --- the shape check ------------------------------------------------------------------------
-
-class _Mismatch(Exception):
-    pass
-
-
-# what each Python type of the schema accepts in parsed JSON (no bool for a number), and
-# how the error message names it
-_JSON_TYPES = {int: ((int,), "an integer"), float: ((int, float), "a number"),
-               str: ((str,), "a string"), bool: ((bool,), "true or false"),
-               list: ((list,), "a list"), dict: ((dict,), "an object")}
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _check_fields(value: dict, kind: Any, hints: dict, where: str) -> None:
-    for key in hints:
-        if key in kind.__required_keys__ and key not in value:
-            raise _Mismatch(f"key '{where}{key}' is missing")
-    for key, hint in hints.items():
-        if key in value:
-            _check(value[key], hint, f"{where}{key}")
-
-
-def _check(value: Any, kind: Any, where: str) -> None:
-    """Raise _Mismatch naming ``where`` unless ``value`` (parsed JSON) has type ``kind``."""
-    origin, args = get_origin(kind), get_args(kind)
-    if kind is Any:
-        return
-    if origin in (Union, types.UnionType):  # only Optional[X] is used
-        if value is not None:
-            _check(value, next(a for a in args if a is not type(None)), where)
-        return
-    if origin is Literal:
-        if value not in args:
-            raise _Mismatch(f"'{where}' is {value!r}, expected one of "
-                            + ", ".join(map(str, args)))
-        return
-    base = dict if is_typeddict(kind) else origin or kind
-    expected, name = _JSON_TYPES[base]
-    if not isinstance(value, expected) or (isinstance(value, bool) and base is not bool):
-        found = "null" if value is None else f"{_kind(value)} {files.short(value, 40)}"
-        raise _Mismatch(f"'{where}' should be {name}, found {found}")
-    if is_typeddict(kind):
-        _check_fields(value, kind, get_type_hints(kind), f"{where}.")
-    elif origin is list:
-        for index, item in enumerate(value):
-            _check(item, args[0], f"{where}[{index}]")
-    elif origin is dict:
-        for key, item in value.items():
-            _check(item, args[1], f"{where}.{key}")
