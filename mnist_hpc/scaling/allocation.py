@@ -20,7 +20,7 @@ from typing import Mapping
 
 from ..errors import EXIT_OK, UsageError
 from ..job import hostlist
-from .local import run_study
+from .local import run_study, trainer_args
 from .study import create_study, study_id_for
 from .sweep import PlannedRun, Sweep, load_sweep, plan
 
@@ -43,9 +43,7 @@ def allocated_nodes(environ: Mapping[str, str]) -> tuple[str, list[str]]:
 def step_command(scheduler: str, sweep: Sweep, run: PlannedRun, study_dir: Path,
                  environ: Mapping[str, str]) -> list[str]:
     """One point as a job step on its first ``run.nodes`` nodes."""
-    train = [sys.executable, "-m", "mnist_hpc.train", "--config", sweep.config,
-             "--epochs", str(sweep.epochs), *run.train_args, "--results-dir", str(study_dir),
-             "--run-id", run.label]
+    train = [sys.executable, *trainer_args(sweep, run, study_dir, run.label)]
     if scheduler == "pbs":  # Cray PALS's spelling, as jobs/polaris_ddp.pbs uses it
         hosts = study_dir / "logs" / f"{run.label}.hosts"
         return ["mpiexec", "-n", str(run.ranks), "--ppn", str(run.ranks_per_node),

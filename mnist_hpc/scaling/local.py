@@ -45,25 +45,28 @@ def local_command(sweep: Sweep, run: PlannedRun, study_dir: Path, run_id: str,
         if cores_per_rank is not None:
             raise UsageError("cores_per_rank needs --launcher mpiexec (torchrun cannot bind "
                              "ranks to cores); pass --cores-per-rank 0 to run unbound")
-        prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                  "--nproc_per_node", str(run.ranks), "-m", "mnist_hpc.train"]
-    else:
-        mpiexec = (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-                   or shutil.which("mpiexec"))
-        if mpiexec is None:
-            raise UsageError("mpiexec not found; pip install mpich mpi4py, or use "
-                             "--launcher torchrun")
-        prefix = [mpiexec, "-n", str(run.ranks)]
-        if cores_per_rank is not None:
-            available = len(os.sched_getaffinity(0))
-            if run.ranks * cores_per_rank > available:
-                raise UsageError(f"{run.ranks} ranks x {cores_per_rank} cores per rank need "
-                                 f"{run.ranks * cores_per_rank} cores; this machine gives "
-                                 f"{available}: lower cores_per_rank or the ranks")
-            prefix += ["-bind-to", f"core:{cores_per_rank}"]
-        prefix += [sys.executable, "-m", "mnist_hpc.train"]
-    return [*prefix, "--config", sweep.config, "--epochs", str(sweep.epochs), *run.train_args,
-            "--results-dir", str(study_dir), "--run-id", run_id]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(run.ranks), *trainer_args(sweep, run, study_dir, run_id)]
+    mpiexec = (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+               or shutil.which("mpiexec"))
+    if mpiexec is None:
+        raise UsageError("mpiexec not found; pip install mpich mpi4py, or use "
+                         "--launcher torchrun")
+    prefix = [mpiexec, "-n", str(run.ranks)]
+    if cores_per_rank is not None:
+        available = len(os.sched_getaffinity(0))
+        if run.ranks * cores_per_rank > available:
+            raise UsageError(f"{run.ranks} ranks x {cores_per_rank} cores per rank need "
+                             f"{run.ranks * cores_per_rank} cores; this machine gives "
+                             f"{available}: lower cores_per_rank or the ranks")
+        prefix += ["-bind-to", f"core:{cores_per_rank}"]
+    return [*prefix, sys.executable, *trainer_args(sweep, run, study_dir, run_id)]
+
+
+def trainer_args(sweep: Sweep, run: PlannedRun, study_dir: Path, run_id: str) -> list[str]:
+    """``-m mnist_hpc.train`` and a point's flags, after a launcher and the interpreter."""
+    return ["-m", "mnist_hpc.train", "--config", sweep.config, "--epochs", str(sweep.epochs),
+            *run.train_args, "--results-dir", str(study_dir), "--run-id", run_id]
 
 
 def _child_environment() -> dict:
