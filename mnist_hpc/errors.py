@@ -7,6 +7,9 @@ Exit codes (documented in docs/reliability.md):
   75 stopped early with a checkpoint (preemption signal or --time-limit); resume to go on
 """
 
+import sys
+from typing import Callable
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -27,3 +30,14 @@ def describe(exc: BaseException) -> str:
     first_line = (str(exc).strip().splitlines() or [""])[0]
     notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", []))
     return f"{type(exc).__name__}: {first_line.rstrip('.')}{notes}"
+
+
+def run_command(action: Callable[[], object]) -> int:
+    """A command line's body run: EXIT_OK, or its UsageError as one ``error:`` line on
+    stderr and EXIT_USAGE (the torch-free commands: runs, grid)."""
+    try:
+        action()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return EXIT_OK

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from .config.flags import flag_name
 from .config.options import make_config
-from .errors import EXIT_OK, EXIT_USAGE, UsageError
+from .errors import UsageError, run_command
 from .files import UsageParser, check_path, read_yaml
 from .run import metrics_json
 from .tables import fmt, text_table
@@ -152,20 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(argv: Optional[list[str]]) -> None:
+    args = build_parser().parse_args(argv)
+    grid = load(Path(args.grid))
+    if args.command == "show":
+        print(show(grid))
+    elif args.command == "flags":
+        print("\n".join(grid.flags(args.index)))
+    else:
+        print(summary(grid, [Path(d) for d in args.run_dirs]))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        grid = load(Path(args.grid))
-        if args.command == "show":
-            print(show(grid))
-        elif args.command == "flags":
-            print("\n".join(grid.flags(args.index)))
-        else:
-            print(summary(grid, [Path(d) for d in args.run_dirs]))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
+    return run_command(lambda: run(argv))
 
 
 def main_exit() -> None:

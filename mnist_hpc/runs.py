@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config.options import RunConfig
-from .errors import EXIT_OK, EXIT_USAGE, UsageError
+from .errors import UsageError, run_command
 from .files import UsageParser
 from .run import compare, listing, metrics_json
 
@@ -102,15 +102,9 @@ def run_compare(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    try:
-        if args[:1] == [COMPARE]:
-            run_compare(compare_parser().parse_args(args[1:]))
-        else:
-            run_list(list_parser().parse_args(args))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
-    return EXIT_OK
+    if args[:1] == [COMPARE]:
+        return run_command(lambda: run_compare(compare_parser().parse_args(args[1:])))
+    return run_command(lambda: run_list(list_parser().parse_args(args)))
 
 
 def main_exit() -> None:
