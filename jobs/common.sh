@@ -13,7 +13,8 @@
 #   job_exit STATUS STOPPED     job_report, then exit with STATUS
 
 # Sets CONFIG RESULTS_DIR RUN_ID PREFLIGHT, the arrays extra_args (TRAIN_ARGS) and grid_args
-# (GRID's point for this array task) and the array train_args, which the template passes to the trainer (and to the doctor: same flags).
+# (GRID's point for this array task) and the array train_args, which the template passes to
+# the trainer (and to the doctor: same flags).
 # shellcheck disable=SC2034  # the variables are the interface to the caller
 job_args() {
     local run_id_default="$1"
@@ -76,7 +77,7 @@ job_header() {
         config "$CONFIG" \
         epochs "${EPOCHS:-preset}" \
         "extra args" "${extra_args[*]:-none}" \
-        grid "$(if [ -n "${GRID:-}" ]; then echo "$GRID, point $grid_index: ${grid_args[*]}"; else echo none; fi)" \
+        grid "${GRID:-none}${GRID:+, point $grid_index: ${grid_args[*]}}" \
         preflight "$(if [ "$PREFLIGHT" = 1 ]; then echo "the doctor first"; else echo off; fi)" \
         "run directory" "$RESULTS_DIR/$RUN_ID (resumed if it holds a checkpoint)"
 }

@@ -32,6 +32,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line.rstrip('.')}{notes}"
 
 
+def ranks_text(ranks: list[int]) -> str:
+    """"rank 3" or "ranks 1, 3": the ranks an error names."""
+    return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
 def run_command(action: Callable[[], object]) -> int:
     """A command line's body run: EXIT_OK, or its UsageError as one ``error:`` line on
     stderr and EXIT_USAGE (the torch-free commands: runs, grid)."""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import UsageError, ranks_text
 from .layout import DistEnv
 from .watchdog import deadline, find_job
 
@@ -232,8 +232,7 @@ def _init_process_group(env: DistEnv, timeout: timedelta, agent_store: bool,
         missing = [rank for rank, key in enumerate(keys) if not store.check([key])]
         if missing:
             exc.__notes__ = [*getattr(exc, "__notes__", []),
-                             f"rank{'s' * (len(missing) > 1)} {', '.join(map(str, missing))} "
-                             f"of {env.world_size} never joined"]
+                             f"{ranks_text(missing)} of {env.world_size} never joined"]
         raise
     dist.init_process_group(env.backend, store=store, rank=env.rank,
                             world_size=env.world_size, timeout=timeout, **kwargs)

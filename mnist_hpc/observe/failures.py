@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence, TextIO
 
 import torch.distributed as dist
 
+from ..errors import ranks_text
 from ..job.layout import DistEnv
 from .ranklog import RANKS_DIR
 
@@ -130,11 +131,11 @@ def ranks_on_nodes(ranks: list[int], hostnames: Sequence[str]) -> str:
     """"ranks 2, 3 on node-b" (hosts in rank order), or "ranks 2, 3" where the ranks' hosts
     are unknown (a failure before they were gathered)."""
     if any(rank >= len(hostnames) for rank in ranks):
-        return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+        return ranks_text(ranks)
     by_host: dict[str, list[int]] = {}
     for rank in ranks:
         by_host.setdefault(hostnames[rank], []).append(rank)
-    return "; ".join(ranks_on_nodes(group, ()) + f" on {host}" for host, group in by_host.items())
+    return "; ".join(f"{ranks_text(group)} on {host}" for host, group in by_host.items())
 
 
 def explain(exc: BaseException, env: DistEnv, activity: Activity, stacks: StackDumps,

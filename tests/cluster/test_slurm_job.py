@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
+from slurm_jobs import job_log
 
 
 # how each template gets two workers on this 2-CPU node
@@ -38,11 +39,6 @@ def submit(cluster: SlurmCluster, tmp_path: Path, script: str, epochs: int,
         f"TRAIN_ARGS={train_args},RESULTS_DIR={tmp_path / 'results'}{exports}",
         str(REPO / "jobs" / script),
     )
-
-
-def job_log(tmp_path: Path, job: str) -> str:
-    path = tmp_path / f"slurm-{job}.out"
-    return path.read_text(errors="replace") if path.exists() else "(no job log)"
 
 
 def test_cluster_runs_a_two_task_step(slurm_cluster, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from conftest import read_metrics
 from launchers import train
 from slurm_cluster import slurm_two_nodes
-from two_node_jobs import RECIPE, assert_completed, epochs_done, job_log, submit, wait_for_epoch
+from slurm_jobs import RECIPE, assert_completed, epochs_done, job_log, submit, wait_for_epoch
 
 # the requeue tests' recipe: long enough that the signal lands mid-run
 LONG = [*RECIPE, "--epochs", "6", "--checkpoint-every", "1"]

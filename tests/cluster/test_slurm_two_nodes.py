@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, read_metrics
 from launchers import COMMON, LIMIT, trained
 from slurm_cluster import slurm_two_nodes
-from two_node_jobs import RECIPE, assert_completed, job_log, submit
+from slurm_jobs import RECIPE, assert_completed, job_log, submit
 
 from mnist_hpc import grid
 from mnist_hpc.job.hostlist import parse as parse_hostlist

@@ -1,6 +1,6 @@
-"""Submitting the job templates to the two-node Slurm test cluster and watching them
-(tests/cluster/test_slurm_two_nodes*.py): the recipe, sbatch as a user types it, the job's
-log and its run's progress."""
+"""Submitting the job templates to the Slurm test clusters and watching them
+(tests/cluster/test_slurm_*.py): the recipe, sbatch as a user types it on two nodes, the
+job's log and its run's progress."""
 
 from __future__ import annotations
 
