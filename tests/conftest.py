@@ -16,6 +16,9 @@ into a rendezvous that waits forever, so every test starts without them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import os
 import re
 import shutil
@@ -23,6 +26,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hypothesis import settings
@@ -151,6 +155,17 @@ def run_trainer(args: list[str], *, launcher: list[str] | None = None, timeout: 
                           cwd=cwd or REPO, env=env or clean_env())
 
 
+def train_in_this_process(argv: list[str]) -> tuple[int, str, str]:
+    """``train.main`` in this process, which has torch loaded already: its exit code and what
+    it printed. Anything escaping ``main`` fails the test."""
+    from mnist_hpc import train
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = train.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
 def read_metrics(run_dir: Path) -> dict:
     """A run's metrics.json, through the one reader: a file off its schema fails the test."""
     from mnist_hpc.run import metrics_json
@@ -163,3 +178,23 @@ def only_run_dir(results_dir: Path) -> Path:
     runs = [p for p in results_dir.iterdir() if p.is_dir()]
     assert len(runs) == 1, f"expected one run directory, found {runs}"
     return runs[0]
+
+
+def made_once(name: str, make: Callable[[Path], None],
+              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that ``make`` fills once per test session, however many xdist workers ask:
+    the first one makes it under a lock while the others wait, then all read it. (A run that
+    several tests compare is trained once, not once per worker that runs one of them.)"""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / "made-once" / name
+    folder.parent.mkdir(exist_ok=True)
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a failed attempt's leftovers
+            folder.mkdir()
+            make(folder)
+            (folder / ".done").touch()
+    return folder

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, clean_env, only_run_dir
+from conftest import REPO, clean_env, made_once, only_run_dir
 
 PYTHON = sys.executable
 #: a small subset that still splits unevenly over 2 ranks (500 + 499 images per split), so the
@@ -92,18 +92,14 @@ def train(kind: str, args: list[str], results_dir: Path, *, timeout: float = 180
                                     str(results_dir)], timeout=timeout)
 
 
-_runs: dict[tuple, Path] = {}
-
-
 def trained(kind: str, shuffle: bool, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of ``COMMON`` under ``kind``, trained once per pytest session."""
-    key = (kind, shuffle)
-    if key not in _runs:
-        results = tmp_path_factory.mktemp(f"{kind}-shuffle-{shuffle}")
+
+    def make(results: Path) -> None:
         result = train(kind, COMMON + ["--shuffle" if shuffle else "--no-shuffle"], results)
         assert result.returncode == 0, str(result)
-        _runs[key] = only_run_dir(results)
-    return _runs[key]
+
+    return only_run_dir(made_once(f"{kind}-shuffle-{shuffle}", make, tmp_path_factory))
 
 
 # a short CPU run: 10 steps of 100 images an epoch

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, clean_env, error_lines, rank_tag, read_metrics, run_trainer
+from conftest import (REPO, clean_env, error_lines, made_once, rank_tag, read_metrics,
+                      run_trainer)
 from fault_injection import MESSAGES, descendants, kill_all_at_once, wait_until_gone
 
 
@@ -121,23 +122,26 @@ def environ_of(pid: int) -> str:
         return ""
 
 
-@pytest.fixture(scope="module")
+def reference_history(launcher: list[str] | None, tmp_path_factory) -> np.ndarray:
+    """The history of an uninterrupted run with ARGS, made once per test session."""
+
+    def make(results: Path) -> None:
+        result = run_trainer([*ARGS, "--results-dir", str(results), "--run-id", "ref"],
+                             launcher=launcher, timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    name = "reliability-reference-" + ("two-ranks" if launcher else "one-rank")
+    return history(made_once(name, make, tmp_path_factory) / "ref")
+
+
+@pytest.fixture
 def reference_two_ranks(tmp_path_factory) -> np.ndarray:
-    """The history of an uninterrupted 2-rank run with ARGS."""
-    results = tmp_path_factory.mktemp("reference2")
-    result = run_trainer([*ARGS, "--results-dir", str(results), "--run-id", "ref"],
-                         launcher=TORCHRUN, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return history(results / "ref")
+    return reference_history(TORCHRUN, tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def reference_one_rank(tmp_path_factory) -> np.ndarray:
-    """The history of an uninterrupted single-process run with ARGS."""
-    results = tmp_path_factory.mktemp("reference1")
-    result = run_trainer([*ARGS, "--results-dir", str(results), "--run-id", "ref"], timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return history(results / "ref")
+    return reference_history(None, tmp_path_factory)
 
 
 # --- a lost node: SIGKILL to the launcher and every rank at once -----------------------------

@@ -3,26 +3,23 @@ either runs (exit 0, or 75 if a tiny time limit stopped it with a checkpoint) or
 exit 2 and one ``error:`` line. It never crashes: a runtime failure (exit 1) or an exception
 escaping ``main`` on bad input is a bug.
 
-Hypothesis drives ``train.main`` in-process (no interpreter start per example); a few fixed
-examples then go through a real process to check that no traceback reaches the terminal.
+Hypothesis drives ``train.main`` in this process (no interpreter start per example); a few
+fixed examples then go through a real process to check that no traceback reaches the terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import random
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_trainer
+from conftest import REPO, run_trainer, train_in_this_process
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from mnist_hpc import train
 from mnist_hpc.config.options import CHOICES, FIELD_NAMES
 from mnist_hpc.data import mnist_files
 
@@ -31,14 +28,6 @@ RAW = REPO / "data" / "MNIST" / "raw"
 TINY = ["--limit", "32", "--epochs", "1", "--device", "cpu", "--no-compile"]
 FUZZ = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """train.main in this process; anything escaping it fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = train.main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 def check_outcome(code: int, out: str, err: str, results_dir: Path) -> list[str]:
@@ -106,8 +95,8 @@ def run_with_config_text(text: str) -> tuple[int, str, str, Path]:
         path.write_text(text)
         results_dir = Path(folder) / "results"
         results_dir.mkdir()
-        code, out, err = run_main(["--config", str(path), *TINY, "--results-dir",
-                                   str(results_dir)])
+        code, out, err = train_in_this_process(["--config", str(path), *TINY,
+                                                "--results-dir", str(results_dir)])
         check_outcome(code, out, err, results_dir)
         return code, out, err, results_dir
 
@@ -187,7 +176,8 @@ def data_dir_with(folder: Path, name: str, form: str, content: bytes) -> Path:
     raw = mnist_files.raw_dir(folder / "data")
     raw.mkdir(parents=True)
     for source in RAW.iterdir():
-        if source.name.removesuffix(".gz") in mnist_files.FILES and not source.name.startswith(name):
+        if (source.name.removesuffix(".gz") in mnist_files.FILES
+                and not source.name.startswith(name)):
             (raw / source.name).symlink_to(source)
     (raw / (f"{name}.gz" if form == "gz" else name)).write_bytes(content)
     return folder / "data"
@@ -200,8 +190,8 @@ def test_any_damaged_data_file_is_refused_in_one_line_naming_it(damage):
     with tempfile.TemporaryDirectory() as folder:
         data_dir = data_dir_with(Path(folder), name, form, content)
         results_dir = Path(folder) / "results"
-        code, out, err = run_main([*TINY, "--data-dir", str(data_dir), "--results-dir",
-                                   str(results_dir)])
+        code, out, err = train_in_this_process([*TINY, "--data-dir", str(data_dir),
+                                                "--results-dir", str(results_dir)])
         assert code == 2, f"exit {code}: {err}"
         [line] = check_outcome(code, out, err, results_dir)
         assert name in line, line
