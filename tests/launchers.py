@@ -103,4 +103,5 @@ def trained(kind: str, shuffle: bool, tmp_path_factory: pytest.TempPathFactory) 
 
 
 # a short CPU run: 10 steps of 100 images an epoch
-SMALL = ["--limit", "1000", "--batch-size", "100", "--device", "cpu", "--backend", "gloo"]
+SMALL = ["--limit", "1000", "--batch-size", "100", "--device", "cpu", "--backend", "gloo",
+         "--no-plots"]

@@ -136,6 +136,9 @@ class RunConfig:
                                       "if installed) every N steps", recipe=False)
     rank_logs: bool = option(False, "also write every rank's output to <run>/ranks/rank-N.log",
                              recipe=False)
+    plots: bool = option(True, "draw loss.png and accuracy.png after each epoch (matplotlib); "
+                         "--no-plots for many short runs, or where matplotlib would first "
+                         "build its font cache on a slow file system", recipe=False)
     profile: Optional[int] = option(None, "record N steps of the second epoch with "
                                     "torch.profiler", recipe=False)
     profile_ranks: str = option("0", "which ranks record the profile; 0: rank 0 only (one "

@@ -109,7 +109,8 @@ class Run:
         if self.env.is_main and self.history:
             array = np.array(self.history, dtype=np.float64)
             rundir.write_history(self.run_dir, array)
-            rundir.write_plots(self.run_dir, array)
+            if self.config.plots:
+                rundir.write_plots(self.run_dir, array)
 
     def resume(self, state: dict) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, RNG, position, records."""

@@ -124,7 +124,7 @@ def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path):
     statistics the training loss by 4.5e-4."""
     args = ["-m", "mnist_hpc.train", "--config", "resnet", "--epochs", "1", "--limit", "256",
             "--batch-size", "128", "--precision", "fp32", "--device", "cpu", "--sync-bn",
-            "--timeout", "60", "--run-id", "r"]
+            "--timeout", "60", "--run-id", "r", "--no-plots"]
     histories = []
     for ranks in (kind, "single"):
         results = tmp_path / ranks
@@ -187,7 +187,7 @@ def test_ddp_steps_equal_single_process_steps(tmp_path):
 # --- failures end the job -----------------------------------------------------------------------
 
 FAULT_ARGS = ["--limit", "1000", "--epochs", "2", "--batch-size", "64", "--device", "cpu",
-              "--backend", "gloo"]
+              "--backend", "gloo", "--no-plots"]
 TIMEOUT = 60  # the collective timeout given to the trainer: failures must not wait for it
 
 

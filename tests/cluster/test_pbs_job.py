@@ -211,7 +211,7 @@ def test_pbs_job_trains_with_two_ranks(tmp_path):
     results = tmp_path / "results"
     env = pbs_env(tmp_path, wrapper, [socket.gethostname()], NGPUS_PER_NODE="2",
                   RESULTS_DIR=str(results), CONFIG="default", EPOCHS="1",
-                  TRAIN_ARGS="--limit 512 --device cpu --backend gloo --timeout 60")
+                  TRAIN_ARGS="--limit 512 --device cpu --backend gloo --timeout 60 --no-plots")
     result = run_pbs(env, tmp_path, timeout=300)
     output = result.log
     assert result.returncode == 0, result.output

@@ -28,7 +28,8 @@ from fault_injection import MESSAGES, descendants, kill_all_at_once, wait_until_
 
 
 # 8 steps of 64 per epoch, 3 epochs: long enough to interrupt, short enough for 2 cores
-ARGS = ["--limit", "512", "--batch-size", "64", "--epochs", "3", "--device", "cpu"]
+ARGS = ["--limit", "512", "--batch-size", "64", "--epochs", "3", "--device", "cpu",
+        "--no-plots"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2"]
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent))
@@ -240,7 +241,8 @@ def test_sigusr1_to_mpiexec_stops_both_ranks_and_resume_is_exact(tmp_path, refer
     assert np.array_equal(history(run_dir), reference_two_ranks)
 
 
-SHORT_EPOCHS = ["--limit", "128", "--batch-size", "64", "--epochs", "30", "--device", "cpu"]
+SHORT_EPOCHS = ["--limit", "128", "--batch-size", "64", "--epochs", "30", "--device", "cpu",
+                "--no-plots"]
 
 
 @needs_mpiexec

@@ -57,7 +57,7 @@ def test_local_study_then_report(tmp_path, config, model, augment):
         config: {config}
         batch_size: 256
         epochs: 2
-        train_args: --device cpu --limit 256 --timeout 60
+        train_args: --device cpu --limit 256 --timeout 60 --no-plots
         results_dir: {results}
         """)
     env = clean_env()

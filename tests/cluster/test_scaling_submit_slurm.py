@@ -23,7 +23,7 @@ def test_slurm_study_then_report(tmp_path, slurm_cluster):  # noqa: F811  (the f
         ranks_per_node: 2
         batch_size: 256
         epochs: 2
-        train_args: --limit 512 --timeout 60
+        train_args: --limit 512 --timeout 60 --no-plots
         results_dir: {results}
         slurm: {{time: "0:10:00", cpu_only: true, cpus_per_task: 1}}
         """)

@@ -116,7 +116,8 @@ def test_a_scaling_study_runs_inside_one_allocation(cluster, tmp_path):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"name: alloc\nmode: strong\nranks: [1, 2, 4]\nranks_per_node: 2\n"
                      f"config: default\nbatch_size: 256\nepochs: 2\n"
-                     f"train_args: --device cpu --backend gloo --limit 256 --timeout 60\n"
+                     f"train_args: --device cpu --backend gloo --limit 256 --timeout 60 "
+                     f"--no-plots\n"
                      f"results_dir: {tmp_path / 'results'}\n")
     study = tmp_path / "results" / "s"
     job = cluster.sbatch(

@@ -1,6 +1,7 @@
 """A job ends or fails loudly, never hangs: a stopped (not dead) rank under mpiexec and
-torchrun (ended soon after the timeout, its collective named, every stack written), a rendezvous whose port is held by a process that never answers, and SIGTERM to a
-rank that has not started training. Real trainers, real launchers, real sockets.
+torchrun (ended soon after the timeout, its collective named, every stack written), a
+rendezvous whose port is held by a process that never answers, and SIGTERM to a rank that has
+not started training. Real trainers, real launchers, real sockets.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PYTHON = sys.executable
 MPIEXEC = shutil.which("mpiexec", path=str(Path(PYTHON).parent))
 TORCHRUN = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 # 64 steps per epoch: training is still going when rank 1 is stopped
-ARGS = ["--limit", "4096", "--batch-size", "64", "--epochs", "2", "--device", "cpu"]
+ARGS = ["--limit", "4096", "--batch-size", "64", "--epochs", "2", "--device", "cpu", "--no-plots"]
 TIMEOUT = 10  # --timeout of the stuck-rank tests
 needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec (pip install mpich) missing")
 

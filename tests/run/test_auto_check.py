@@ -56,7 +56,8 @@ class Diverging(Faithful):
                 p.add_(torch.randn(p.shape, generator=generator) * 0.01)
 
 
-ARGS = ["--limit", "256", "--batch-size", "64", "--epochs", "1", "--device", "cpu"]
+ARGS = ["--limit", "256", "--batch-size", "64", "--epochs", "1", "--device", "cpu",
+        "--no-plots"]
 
 
 def run(tmp_path, capsys, monkeypatch, stand_in, *extra: str, run_id: str = "run"):

@@ -129,7 +129,7 @@ def test_every_model_resumes_in_bf16_to_the_numbers_of_an_unbroken_run(model, tm
     assert metrics["final"]["test_acc"] == read_metrics(unbroken)["final"]["test_acc"]
 
 
-ARGS = ["--limit", "128", "--batch-size", "64", "--device", "cpu"]
+ARGS = ["--limit", "128", "--batch-size", "64", "--device", "cpu", "--no-plots"]
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -24,7 +24,7 @@ LIMIT = 600  # 480 training images in batches of 64: a model well above chance i
 def run_dir(tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("results")
     result = run_trainer(["--limit", str(LIMIT), "--epochs", "1", "--batch-size", "64",
-                          "--device", "cpu", "--results-dir", str(results)])
+                          "--device", "cpu", "--no-plots", "--results-dir", str(results)])
     assert result.returncode == 0, result.stdout + result.stderr
     return only_run_dir(results)
 

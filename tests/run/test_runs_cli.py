@@ -41,7 +41,7 @@ def results(tmp_path_factory):
     """The four runs, started together; the CSV listing taken while the live run lives.
     Returns the results directory and that listing."""
     root = tmp_path_factory.mktemp("runs")
-    small = ["--limit", "600", "--device", "cpu", "--results-dir", str(root)]
+    small = ["--limit", "600", "--device", "cpu", "--no-plots", "--results-dir", str(root)]
     quiet = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "cwd": REPO}
     started = {
         "done": (subprocess.Popen([sys.executable, "-m", "mnist_hpc.train", *small,

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, clean_env, error_lines, only_run_dir, read_metrics, run_trainer
+from conftest import (REPO, clean_env, error_lines, only_run_dir, read_metrics, run_trainer,
+                      train_in_this_process)
 
 
 def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.CompletedProcess,
@@ -24,7 +25,8 @@ def imported_modules(args: list[str], tmp_path, **env: str) -> tuple[subprocess.
                             env=clean_env(**env))
     modules = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                if line.startswith("import time:") and "|" in line}
-    assert "mnist_hpc.train" in modules or "mnist_hpc.config.options" in modules, result.stderr[-2000:]
+    assert "mnist_hpc.train" in modules or "mnist_hpc.config.options" in modules, (
+        result.stderr[-2000:])
     return result, modules
 
 
@@ -62,16 +64,25 @@ def test_print_config_resolves_every_auto_and_trains_nothing(tmp_path):
 
 def test_the_recorded_config_reproduces_the_run_elsewhere(tmp_path):
     """config.yaml keeps relative paths relative and every auto resolved: given back as
-    --config from another directory (under another run id) it trains the same numbers."""
+    --config from another directory (under another run id) it trains the same numbers, and
+    keeps its --no-plots (both runs draw nothing; test_run_directory_holds_every_file: the
+    plots a run draws by default)."""
     data = REPO / "data"
     first, second = tmp_path / "first", tmp_path / "second"
     for cwd in (first, second):
         cwd.mkdir()
         (cwd / "data").symlink_to(data)
-    result = run_trainer(["--limit", "300", "--epochs", "1", "--data-dir", "data",
-                          "--results-dir", "results"], cwd=first)
-    assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = only_run_dir(first / "results")
+    with pytest.MonkeyPatch.context() as patch:  # two runs in this process, torch loaded
+        patch.chdir(first)
+        code, out, err = train_in_this_process(["--limit", "300", "--epochs", "1", "--data-dir",
+                                                "data", "--results-dir", "results",
+                                                "--no-plots"])
+        assert code == 0, out + err
+        patch.chdir(second)
+        run_dir = only_run_dir(first / "results")
+        code, out, err = train_in_this_process(["--config", str(run_dir / "config.yaml"),
+                                                "--run-id", "again"])
+        assert code == 0, out + err
     text = (run_dir / "config.yaml").read_text()
     recorded = yaml.safe_load(text)
     assert "auto" not in recorded.values(), recorded
@@ -80,11 +91,10 @@ def test_the_recorded_config_reproduces_the_run_elsewhere(tmp_path):
         run_dir.name, "cpu", "fp32")
     assert "# batch per rank: 512 (global batch 512 over 1 rank)" in text
     assert read_metrics(run_dir)["config"] == recorded
-    again = run_trainer(["--config", str(run_dir / "config.yaml"), "--run-id", "again"],
-                        cwd=second)
-    assert again.returncode == 0, again.stdout + again.stderr
     assert np.array_equal(np.load(run_dir / "history.npy"),
                           np.load(second / "results" / "again" / "history.npy"))
+    assert recorded["plots"] is False
+    assert list(tmp_path.rglob("*.png")) == [], "--no-plots drew"
 
 
 BAD_INPUT = {
