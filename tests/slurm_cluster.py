@@ -93,7 +93,8 @@ class SlurmCluster:
         """The command line of a Slurm client (first argument: its name), on the first node."""
         return self.hosts[0].command([self.bin.get(args[0], args[0]), *args[1:]])
 
-    def run(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a Slurm client (first argument: its name) against this cluster."""
         command = self.client(*args)
         result = subprocess.run(command, env=self.env, capture_output=True, text=True,
@@ -277,7 +278,8 @@ def start_slurm_cluster(base_dir: Path, hosts: Optional[Sequence[Host]] = None,
         cluster.processes.append(_start(
             [binaries["munged"], "--foreground", "--force", f"--socket={munge_socket}",
              f"--key-file={key}", f"--pid-file={munge_dir / 'munged.pid'}",
-             f"--seed-file={munge_dir / 'munged.seed'}", f"--log-file={root / 'log' / 'munged.log'}"],
+             f"--seed-file={munge_dir / 'munged.seed'}",
+             f"--log-file={root / 'log' / 'munged.log'}"],
             root / "log" / "munged.out", env))
         _wait(munge_socket.exists, 20, "munge socket", cluster)
         cluster.processes.append(_start(

@@ -109,8 +109,8 @@ class Observer:
         epoch record's ``ranks`` summary, its ``tflops`` and ``mfu``, and the text for the
         epoch line; empty elsewhere. A collective."""
         self.activity.set("gather of per-rank timing", epoch)
-        per_rank = process_group.all_gather_objects({**figures, "eval_s": eval_s, "host": self.host},
-                                           self.env)
+        per_rank = process_group.all_gather_objects(
+            {**figures, "eval_s": eval_s, "host": self.host}, self.env)
         if not self.env.is_main:
             return {}, {}, ""
         ranks = timing.summarize(per_rank, self.config.straggler_threshold)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import re
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, clean_env, error_lines, only_run_dir, rank_tag, read_metrics
+from conftest import (REPO, clean_env, error_lines, made_once, only_run_dir, rank_tag,
+                      read_metrics)
 from fault_injection import MESSAGES
 from launchers import LIMIT, PYTHON, launch, launcher, trained
 
@@ -115,7 +117,7 @@ def test_one_process_and_two_ranks_train_the_same_numbers(shuffle, tmp_path_fact
 
 
 @pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
-def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path):
+def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path, tmp_path_factory):
     """--sync-bn through the real entry point: the ResNet's BatchNorm statistics span both
     ranks, so 2 ranks x 64 images take the 2 steps of one process on 128, to float rounding.
     (Rank 0 alone once ran a training forward to count FLOPs, whose BatchNorm all-reduce
@@ -125,13 +127,15 @@ def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path):
     args = ["-m", "mnist_hpc.train", "--config", "resnet", "--epochs", "1", "--limit", "256",
             "--batch-size", "128", "--precision", "fp32", "--device", "cpu", "--sync-bn",
             "--timeout", "60", "--run-id", "r", "--no-plots"]
-    histories = []
-    for ranks in (kind, "single"):
-        results = tmp_path / ranks
+
+    def train_on(ranks: str, results: Path) -> np.ndarray:
         result = launch(launcher(ranks) + args + ["--results-dir", str(results)], timeout=240)
         assert result.returncode == 0, str(result)
-        histories.append(np.load(results / "r" / "history.npy"))
-    two, one = histories
+        return np.load(results / "r" / "history.npy")
+
+    two = train_on(kind, tmp_path)
+    one = np.load(made_once("sync-bn-single", lambda results: train_on("single", results),
+                            tmp_path_factory) / "r" / "history.npy")
     np.testing.assert_allclose(two[:, [1, 3]], one[:, [1, 3]], atol=5e-5)  # losses
     assert np.abs(two[:, [0, 2]] - one[:, [0, 2]]).max() <= 0.2  # accuracies: 2 images
 

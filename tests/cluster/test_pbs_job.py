@@ -59,7 +59,8 @@ os.execv({real!r}, [{real!r}, *hydra, *args[i:]])
 
 
 def real_mpiexec() -> str:
-    found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+    found = (shutil.which("mpiexec", path=str(Path(sys.executable).parent))
+             or shutil.which("mpiexec"))
     if found is None:
         if os.environ.get("CI"):
             pytest.fail("mpiexec not found (pip install mpich)", pytrace=False)

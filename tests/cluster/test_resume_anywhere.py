@@ -1,4 +1,5 @@
-"""A checkpoint resumes at any world size, through the real entry point under torchrun.
+"""A checkpoint resumes at any world size and under either launcher, through the real entry
+point: preempted under torchrun, resumed under mpiexec, as a job moved between templates is.
 
 No rank draws from a stream of its own (dropout is keyed per sample, augmentation too), so a
 run preempted on 2 ranks goes on at 1 or 3, and one preempted on 1 rank goes on at 2, taking
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, clean_env, read_metrics
-from launchers import PYTHON, launch
+from launchers import PYTHON, launch, mpiexec
 
 # 4 steps of 64 an epoch; the ResNet in fp32 so that only the summation order differs
 COMMON = ["--limit", "256", "--batch-size", "64", "--epochs", "2", "--device", "cpu",
@@ -33,10 +34,16 @@ PREEMPT = {"FAULT": "preempt", "FAULT_RANK": "0", "FAULT_STEP": "2"}
 
 
 def command(ranks: int, preempted: bool) -> list[str]:
-    """The trainer on ``ranks`` ranks (torchrun, or one plain process); ``preempted``: under
-    the fault script, which signals itself at step 3."""
-    prefix = [PYTHON] if ranks == 1 else [PYTHON, "-m", "torch.distributed.run",
-                                           "--standalone", "--nproc_per_node", str(ranks)]
+    """The trainer on ``ranks`` ranks (one plain process; else torchrun for a run to preempt,
+    mpiexec for the others); ``preempted``: under the fault script, which signals itself at
+    step 3."""
+    if ranks == 1:
+        prefix = [PYTHON]
+    elif preempted:
+        prefix = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                  str(ranks)]
+    else:
+        prefix = [mpiexec(), "-n", str(ranks), PYTHON]
     return prefix + ([FAULT_SCRIPT] if preempted else ["-m", "mnist_hpc.train"])
 
 
@@ -73,6 +80,7 @@ def resume(ranks: int, args: list[str], preempted_dir: Path, copy: Path) -> Path
     assert f"Resuming {run_dir} at epoch 0, step 3, written by" in result.output, str(result)
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["world"]["world_size"] == ranks
+    assert metrics["world"]["launcher"] == ("single" if ranks == 1 else "mpich")
     assert metrics["samples"]["train"] == 256
     assert metrics["resumed_from"][0]["world_size"] != ranks
     return run_dir

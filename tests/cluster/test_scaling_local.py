@@ -43,12 +43,12 @@ def test_local_dry_run_commands_and_core_binding(tmp_path, capsys):
 
 # --- e2e: a local study with torchrun, then the report ------------------------------------
 
-@pytest.mark.parametrize("config, model, augment", [("default", "cnn", "none"),
-                                                    ("resnet", "resnet", "shift"),
-                                                    ("vit", "vit", "shift")])
-def test_local_study_then_report(tmp_path, config, model, augment):
+@pytest.mark.parametrize("config, model, augment, launcher", [
+    ("default", "cnn", "none", "torchrun"), ("resnet", "resnet", "shift", "mpiexec"),
+    ("vit", "vit", "shift", "mpiexec")])
+def test_local_study_then_report(tmp_path, config, model, augment, launcher):
     """Each model's preset through a 1- and 2-rank study and its report (all three presets
-    train a global batch of 256 here)."""
+    train a global batch of 256 here), under either launcher."""
     results = tmp_path / "results"
     sweep = write_sweep(tmp_path, f"""\
         name: e2e
@@ -59,6 +59,7 @@ def test_local_study_then_report(tmp_path, config, model, augment):
         epochs: 2
         train_args: --device cpu --limit 256 --timeout 60 --no-plots
         results_dir: {results}
+        local: {{launcher: {launcher}}}
         """)
     env = clean_env()
     done = subprocess.run([sys.executable, "-m", "mnist_hpc.scaling", "local", str(sweep),
@@ -85,6 +86,7 @@ def test_local_study_then_report(tmp_path, config, model, augment):
     assert rows[0]["comm_s"] == "" and float(rows[1]["comm_s"]) > 0  # gloo, 2 ranks only
     metrics = json.loads((study / "n1-r2-rep0" / "metrics.json").read_text())
     assert (metrics["model"]["name"], metrics["config"]["augment"]) == (model, augment)
+    assert metrics["world"]["launcher"] == {"torchrun": "torchrun", "mpiexec": "mpich"}[launcher]
     assert float(rows[1]["epoch_s"]) == pytest.approx(metrics["epochs"][1]["train_s"])
 
     import matplotlib.image

@@ -108,7 +108,8 @@ def test_sbatch_directives_are_known_and_well_formed(path):
     assert is_slurm_time(values["time"]), f"--time={values['time']}"
     for name in ("nodes", "ntasks-per-node", "gpus-per-node", "cpus-per-task"):
         assert values[name].isdigit() and int(values[name]) >= 1, f"--{name}={values[name]}"
-    assert re.fullmatch(r"B:USR1@\d+", values["signal"]), "USR1 to the batch shell, which forwards it"
+    assert re.fullmatch(r"B:USR1@\d+", values["signal"]), (
+        "USR1 to the batch shell, which forwards it")
     assert "requeue" in values
     assert "%j" in values["output"]
     if path.name == "slurm.sh":  # one task per GPU

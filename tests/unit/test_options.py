@@ -171,7 +171,8 @@ CHANGES = {
     "resume_force": {"resume_force": True, "resume": "latest"},
     "time_limit": {"time_limit": 600.0}, "stop_check_every": {"stop_check_every": 5},
     "straggler_threshold": {"straggler_threshold": 2.0}, "log_every": {"log_every": 10},
-    "rank_logs": {"rank_logs": True}, "plots": {"plots": False}, "profile": {"profile": 5, "epochs": 2},
+    "rank_logs": {"rank_logs": True}, "plots": {"plots": False},
+    "profile": {"profile": 5, "epochs": 2},
     "profile_ranks": {"profile_ranks": "all"},
 }
 
