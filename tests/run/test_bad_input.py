@@ -84,7 +84,8 @@ def replace_file(name: str, content: bytes | Callable[[bytes], bytes],
             new = content(original) if callable(content) else content
         else:
             plain = gzip.decompress(original)
-            new = gzip.compress(content(plain) if callable(content) else content)
+            new = gzip.compress(content(plain) if callable(content) else content,
+                                compresslevel=1)
         (raw / f"{name}.gz").write_bytes(new)
 
     return setup

@@ -13,6 +13,8 @@ import pytest
 import torch
 from conftest import REPO, clean_env
 
+from mnist_hpc import bench
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
@@ -103,10 +105,8 @@ def test_quick_run_succeeds_and_prints_the_table(quick_run):
     assert f"Wrote {out}" in proc.stdout
 
 
-def test_unknown_case_exits_2_with_the_valid_names(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mnist_hpc.bench", "--only", "nope",
-                           "--out", str(tmp_path / "b.json")], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, env=clean_env())
-    assert proc.returncode == 2
-    assert "unknown name 'nope'" in proc.stderr and "notebook" in proc.stderr
+def test_unknown_case_exits_2_with_the_valid_names(tmp_path, capsys):
+    assert bench.main(["--only", "nope", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown name 'nope'" in err and "notebook" in err
     assert not (tmp_path / "b.json").exists()

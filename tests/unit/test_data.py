@@ -63,7 +63,7 @@ def test_wrong_magic_number_is_named(data_copy):
     path = mnist_files.raw_dir(data_copy) / "t10k-labels-idx1-ubyte.gz"
     content = bytearray(gzip.decompress(path.read_bytes()))
     content[3] = 0x03
-    path.write_bytes(gzip.compress(bytes(content)))
+    path.write_bytes(gzip.compress(bytes(content), compresslevel=1))
     with pytest.raises(UsageError, match=r"magic number 2051, expected 2049"):
         mnist_files.load_raw(data_copy)
 
