@@ -163,15 +163,23 @@ def test_gpus_torch_cannot_see_stop_auto_but_not_cpu(device, code, tmp_path):
 
 
 def test_deterministic_runs_repeat_exactly_and_say_so(tmp_path):
+    """Two runs in this process (torch loaded once); the process-wide switch is put back
+    after them, as the next run's recipe would."""
+    import torch
+
     histories = []
-    for name in ("first", "second"):
-        results = tmp_path / name
-        result = run_trainer(["--limit", "300", "--epochs", "1", "--deterministic",
-                              "--results-dir", str(results)])
-        assert result.returncode == 0, result.stdout + result.stderr
-        run_dir = only_run_dir(results)
-        assert read_metrics(run_dir)["config"]["deterministic"] is True
-        histories.append(np.load(run_dir / "history.npy"))
+    try:
+        for name in ("first", "second"):
+            results = tmp_path / name
+            code, out, err = train_in_this_process(["--limit", "300", "--epochs", "1",
+                                                    "--deterministic", "--no-plots",
+                                                    "--results-dir", str(results)])
+            assert code == 0, out + err
+            run_dir = only_run_dir(results)
+            assert read_metrics(run_dir)["config"]["deterministic"] is True
+            histories.append(np.load(run_dir / "history.npy"))
+    finally:
+        torch.use_deterministic_algorithms(False)
     assert np.array_equal(histories[0], histories[1])
 
 
