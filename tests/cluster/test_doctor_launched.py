@@ -57,8 +57,9 @@ def test_one_broken_rank_is_flagged(fault, tmp_path):
               "data": {"FAULT_DATA_DIR": str(broken_data_dir(tmp_path))},
               "version": {"FAULT_VERSION": "9.9.9"}}[fault]
     check = {"local_rank": "local_ranks", "data": "data", "version": "versions"}[fault]
-    result, report = run_doctor("torchrun", tmp_path, script=str(REPO / "tests" /
-                                                                "faulty_doctor.py"),
+    # a wrong LOCAL_RANK is a torchrun variable; the others break under mpiexec (no agent)
+    kind = "torchrun" if fault == "local_rank" else "mpiexec"
+    result, report = run_doctor(kind, tmp_path, script=str(REPO / "tests" / "faulty_doctor.py"),
                                 FAULT_RANK="1", **faults)
     assert result.returncode == 1, str(result)
     assert [f["check"] for f in report["findings"]] == [check], report["findings"]

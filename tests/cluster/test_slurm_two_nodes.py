@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 from conftest import REPO, read_metrics
-from launchers import COMMON, LIMIT, trained
+from launchers import LIMIT, trained
 from slurm_cluster import slurm_two_nodes
 from slurm_jobs import RECIPE, assert_completed, job_log, submit
 
@@ -82,7 +82,8 @@ def test_a_job_array_trains_each_grid_point_and_summarises(cluster, tmp_path):
     then ``python -m mnist_hpc.grid summary``."""
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text("grid:\n  lr: [0.01, 0.003]\n  seed: [1, 2]\n")
-    recipe = [*COMMON[:COMMON.index("--epochs")], "--epochs", "1", "--device", "cpu"]
+    recipe = ["--model", "seed", "--limit", "256", "--batch-size", "128", "--epochs", "1",
+              "--device", "cpu", "--no-plots"]
     one_rank = ["--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1"]
     job = submit(cluster, tmp_path, "slurm.sh", ["--array=0-3", *one_rank], recipe,
                  f",GRID={grid_file}")
