@@ -9,7 +9,7 @@
 #   source envs/local.sh                       set up and activate in this shell
 #
 # Knobs: PYTHON (interpreter for the venv, default python3.11 or python3), VENV (default
-# <repo>/.venv), TEST_WORKERS (test processes, default 4).
+# <repo>/.venv), TEST_WORKERS (test processes, default one more than the cores).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,10 +51,12 @@ cd "$REPO"
 case "$action" in
     train) exec "$VENV/bin/python" -m mnist_hpc.train "$@" ;;
     # TEST_WORKERS processes share the tests (pytest-xdist; tests/conftest.py says how).
-    # More workers than cores let tests that wait (timeouts, Slurm requeues) overlap with
-    # tests that compute; the CPU still bounds the whole (docs/development.md).
+    # One more worker than cores lets tests that wait (timeouts, Slurm requeues) overlap with
+    # tests that compute; more only make the processes fight over the cores (the whole suite
+    # on a 2-core AMD EPYC CPU: 2 workers 9 min 40 s, 3 workers 8 min 59 s, 4 workers 9 min
+    # 46 s; docs/development.md).
     # TEST_WORKERS=0: one process.
-    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-4}" "$@" ;;
+    test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-$(($(nproc) + 1))}" "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;
     *) echo "usage: bash envs/local.sh train|test|setup [ARGS...]" >&2; exit 2 ;;
 esac
