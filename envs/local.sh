@@ -54,7 +54,7 @@ case "$action" in
     # One more worker than cores lets tests that wait (timeouts, Slurm requeues) overlap with
     # tests that compute; more only make the processes fight over the cores (the whole suite
     # on a 2-core AMD EPYC CPU: 2 workers 9 min 40 s, 3 workers 8 min 59 s, 4 workers 9 min
-    # 46 s; docs/development.md).
+    # 39 s; docs/development.md).
     # TEST_WORKERS=0: one process.
     test) exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-$(($(nproc) + 1))}" "$@" ;;
     setup) echo "Ready: source $VENV/bin/activate" ;;
