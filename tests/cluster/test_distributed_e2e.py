@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (REPO, clean_env, error_lines, made_once, only_run_dir, rank_tag,
-                      read_metrics)
+from conftest import REPO, clean_env, error_lines, only_run_dir, rank_tag, read_metrics
 from fault_injection import MESSAGES
 from launchers import LIMIT, PYTHON, launch, launcher, trained
 
@@ -94,12 +93,12 @@ def test_two_ranks_write_one_complete_run_directory(kind, tmp_path_factory):
 
 # --- the same numbers on 1 and 2 ranks ----------------------------------------------------------
 
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_one_process_and_two_ranks_train_the_same_numbers(shuffle, tmp_path_factory):
-    """The seed network, dropout included: 2 ranks x 256 take the steps of 1 x 512, step by
-    step (each step's global loss in steps.jsonl), because each sample's dropout mask is
-    keyed by the sample, not drawn from its rank's generator."""
-    runs = {kind: trained(kind, shuffle, tmp_path_factory)
+def test_one_process_and_two_ranks_train_the_same_numbers(tmp_path_factory):
+    """The seed network, dropout included, in a shuffled order: 2 ranks x 256 take the steps
+    of 1 x 512, step by step (each step's global loss in steps.jsonl), because each sample's
+    dropout mask is keyed by the sample, not drawn from its rank's generator. (--no-shuffle
+    cuts the identity order into the same slices: data.batches.BatchPlan, tests/unit.)"""
+    runs = {kind: trained(kind, True, tmp_path_factory)
             for kind in ("single", "torchrun", "mpiexec")}
     history = {kind: np.load(run_dir / "history.npy") for kind, run_dir in runs.items()}
     steps = {kind: [json.loads(line)["loss"] for line in
@@ -116,10 +115,10 @@ def test_one_process_and_two_ranks_train_the_same_numbers(shuffle, tmp_path_fact
             read_metrics(runs["single"])["final"]["test_acc"], rel=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["torchrun", "mpiexec"])
-def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path, tmp_path_factory):
-    """--sync-bn through the real entry point: the ResNet's BatchNorm statistics span both
-    ranks, so 2 ranks x 64 images take the 2 steps of one process on 128, to float rounding.
+def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(tmp_path):
+    """--sync-bn through the real entry point (under mpiexec: the launcher plays no part in
+    it): the ResNet's BatchNorm statistics span both ranks, so 2 ranks x 64 images take the 2
+    steps of one process on 128, to float rounding.
     (Rank 0 alone once ran a training forward to count FLOPs, whose BatchNorm all-reduce
     paired with the other rank's buffer broadcast: a hang at step 1.) Measured on a 2-core
     CPU: with --sync-bn the losses differ from one process's by 2.6e-5 at most; with per-rank
@@ -133,9 +132,7 @@ def test_sync_bn_on_two_ranks_trains_the_steps_of_one_process(kind, tmp_path, tm
         assert result.returncode == 0, str(result)
         return np.load(results / "r" / "history.npy")
 
-    two = train_on(kind, tmp_path)
-    one = np.load(made_once("sync-bn-single", lambda results: train_on("single", results),
-                            tmp_path_factory) / "r" / "history.npy")
+    two, one = train_on("mpiexec", tmp_path / "two"), train_on("single", tmp_path / "one")
     np.testing.assert_allclose(two[:, [1, 3]], one[:, [1, 3]], atol=5e-5)  # losses
     assert np.abs(two[:, [0, 2]] - one[:, [0, 2]]).max() <= 0.2  # accuracies: 2 images
 
