@@ -3,8 +3,9 @@ point: preempted under torchrun, resumed under mpiexec, as a job moved between t
 
 No rank draws from a stream of its own (dropout is keyed per sample, augmentation too), so a
 run preempted on 2 ranks goes on at 1 or 3, and one preempted on 1 rank goes on at 2, taking
-the steps the unbroken run takes. For the seed network (two dropout layers) and the ResNet
-with --sync-bn (BatchNorm statistics over the global batch), each resumed history must equal
+the steps the unbroken run takes. The seed network (two dropout layers) makes all three moves;
+the ResNet with --sync-bn (BatchNorm statistics over the global batch, its running statistics
+carried in the checkpoint) the one to an uneven split, 2 -> 3. Each resumed history must equal
 the unbroken one's to float rounding. The preemption is a real SIGUSR1 that one rank sends
 itself at step 3 of epoch 0 (tests/fault_injection.py, FAULT=preempt): every rank stops
 after that step, checkpointed, and exits 75.
@@ -29,6 +30,8 @@ COMMON = ["--limit", "256", "--batch-size", "64", "--epochs", "2", "--device", "
 # about tenfold a step (1 rank against 2, unbroken: 1e-7 at step 1, 2e-3 at step 4)
 MODELS = {"seed": ["--model", "seed"],
           "resnet": ["--config", "resnet", "--sync-bn", "--lr", "0.0003"]}
+# (preempted on, resumed on) ranks; 2 -> 3 splits each step 22 + 21 + 21
+MOVES = {"seed": [(2, 1), (2, 3), (1, 2)], "resnet": [(2, 3)]}
 FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
 PREEMPT = {"FAULT": "preempt", "FAULT_RANK": "0", "FAULT_STEP": "2"}
 
@@ -98,11 +101,11 @@ def test_a_preempted_run_resumes_at_another_world_size_with_the_unbroken_history
                                                                                  tmp_path):
     args = MODELS[model]
     unbroken = train(1, args, tmp_path / "unbroken")
-    on_two = train(2, args, tmp_path / "two", preempted=True)
-    on_one = train(1, args, tmp_path / "one", preempted=True)
-    resumed = {"2 -> 1": resume(1, args, on_two, tmp_path / "2to1"),
-               "2 -> 3": resume(3, args, on_two, tmp_path / "2to3"),  # 22 + 21 + 21 a step
-               "1 -> 2": resume(2, args, on_one, tmp_path / "1to2")}
+    preempted = {ranks: train(ranks, args, tmp_path / f"on{ranks}", preempted=True)
+                 for ranks in sorted({before for before, _ in MOVES[model]})}
+    resumed = {f"{before} -> {after}": resume(after, args, preempted[before],
+                                              tmp_path / f"{before}to{after}")
+               for before, after in MOVES[model]}
     want, want_steps = np.load(unbroken / "history.npy"), step_losses(unbroken)
     for moved, run_dir in resumed.items():
         history, steps = np.load(run_dir / "history.npy"), step_losses(run_dir)
