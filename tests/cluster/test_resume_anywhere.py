@@ -86,6 +86,7 @@ def resume(ranks: int, args: list[str], preempted_dir: Path, copy: Path) -> Path
     assert metrics["world"]["launcher"] == ("single" if ranks == 1 else "mpich")
     assert metrics["samples"]["train"] == 256
     assert metrics["resumed_from"][0]["world_size"] != ranks
+    assert not list(run_dir.glob("*.png")), "--no-plots, yet the launched run drew plots"
     return run_dir
 
 
