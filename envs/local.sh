@@ -9,7 +9,8 @@
 #   source envs/local.sh                       set up and activate in this shell
 #
 # Knobs: PYTHON (interpreter for the venv, default python3.11 or python3), VENV (default
-# <repo>/.venv), TEST_WORKERS (test processes, default one more than the cores).
+# <repo>/.venv), TEST_WORKERS (test processes, default one more than the cores),
+# MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ (glibc's, default 256 MB each, below).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,12 @@ setup() {
     fi
     # mpich's mpiexec and torchrun live in the venv's bin
     export PATH="$VENV/bin:$PATH"
+    # glibc hands every freed block over 32 MB back to the kernel, and a CPU step whose
+    # activations are larger faults them back in page by page, every step; raised thresholds
+    # keep them in the heap (python -m mnist_hpc.bench --only allocator measures both ways;
+    # PyTorch's CPU tuning guide swaps in jemalloc or tcmalloc for the same reason)
+    export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-268435456}"
+    export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-268435456}"
 }
 
 # Sourced: set up and leave the venv active in the caller's shell.

@@ -12,6 +12,7 @@ TTA_PRESETS = ("default", "fast")  # the presets timed to each accuracy target
 
 GROUPS = {"throughput": THROUGHPUT_CASES + CUDA_CASES, "epochs": ("epochs",),
           "tta": tuple(f"tta_{p}" for p in TTA_PRESETS), "overhead": ("overhead",),
-          "race": ("race",)}  # the fast preset against the fastest published recipe
+          "race": ("race",),  # the fast preset against the fastest published recipe
+          "allocator": ("allocator",)}  # glibc's large-block thresholds, whole CPU runs
 # every name --only takes: the groups, then each measurement of them
 NAMES = tuple(dict.fromkeys([*GROUPS, *(n for group in GROUPS.values() for n in group)]))

@@ -36,6 +36,13 @@ def format_report(report: dict) -> str:
         lines += ["", f"Per-rank timing + steps.jsonl every {o['log_every']} steps: {o['steps']} "
                       f"steps of batch {o['batch_size']} take {o['ratio']:.3f}x the plain time "
                       f"({100 * (o['ratio'] - 1):+.1f} %)"]
+    if report.get("allocator"):
+        a = report["allocator"]
+        raised = ", ".join(f"{k}={v}" for k, v in a["thresholds"].items())
+        lines += ["", f"Whole CPU trainer runs, {a['repeats']} each, alternating: with {raised}, "
+                      f"CPU time {a['cpu_ratio']:.3f}x and wall time {a['wall_ratio']:.3f}x "
+                      f"glibc's defaults (median CPU s {a['raised']['cpu_s']:.2f} against "
+                      f"{a['glibc']['cpu_s']:.2f})"]
     if report.get("epochs"):
         e = report["epochs"]
         nb, pk = e["notebook"], e["package"]

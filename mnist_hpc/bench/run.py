@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..job import process_group
 from ..job.layout import DistEnv
 from .accuracy import bench_time_to_accuracy
+from .allocator import bench_allocator
 from .epochs import bench_epochs
 from .machine import machine_info
 from .names import CUDA_CASES, GROUPS, THROUGHPUT_CASES, TTA_PRESETS
@@ -27,7 +28,7 @@ from .throughput import CASES, bench_throughput
 
 
 def _selected(only: Optional[str], device: torch.device, quick: bool) -> list[str]:
-    known = set(CASES) | {"epochs", "overhead", "race"} | set(GROUPS["tta"])
+    known = set(CASES) | {"epochs", "overhead", "race", "allocator"} | set(GROUPS["tta"])
     if only is None:
         names = list(THROUGHPUT_CASES) + (list(CUDA_CASES) if device.type == "cuda" else [])
         if quick:  # no compile (minutes) and no batch larger than the tiny subsets
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                                  "targets": list(settings.targets),
                                  "eval_batch_size": settings.eval_batch_size, "names": names},
                     "throughput": {}, "epochs": None, "time_to_accuracy": {}, "overhead": None,
-                    "race": None}
+                    "race": None, "allocator": None}
     started = time.perf_counter()
     cases = [n for n in names if n in CASES]
     if cases:
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         log("Overhead of per-rank timing and a step log every 50 steps")
         report["overhead"] = bench_overhead(dataset.load_splits(settings.data_dir,
                                                              limit=settings.limit), settings, log)
+    if "allocator" in names:
+        log("The trainer with this environment's MALLOC_*_THRESHOLD_ against glibc's")
+        report["allocator"] = bench_allocator(settings, log)
     if "epochs" in names:
         log("Seed recipe, whole run: notebook vs package")
         report["epochs"] = bench_epochs(settings, log)

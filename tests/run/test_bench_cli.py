@@ -14,6 +14,8 @@ import torch
 from conftest import REPO, clean_env
 
 from mnist_hpc import bench
+from mnist_hpc.bench import allocator
+from mnist_hpc.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +112,26 @@ def test_unknown_case_exits_2_with_the_valid_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown name 'nope'" in err and "notebook" in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_the_allocator_case_alternates_the_thresholds_and_glibcs_own(tmp_path):
+    """Each run sees the environment's thresholds or none of them, in turn; the ratios are of
+    the medians of each side's processes."""
+    seen = tmp_path / "seen"
+    command = [sys.executable, "-c", "import os; open(os.environ['SEEN'], 'a').write("
+               "os.environ.get('MALLOC_MMAP_THRESHOLD_', '-') + ' ' + "
+               "os.environ.get('MALLOC_TRIM_THRESHOLD_', '-') + chr(10))"]
+    environ = {**clean_env(), "SEEN": str(seen), "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    row = allocator.compare(command, 2, environ)
+    assert seen.read_text().splitlines() == ["- -", "1048576 -"] * 2
+    assert row["thresholds"] == {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+    for side in ("glibc", "raised"):
+        assert len(row[side]["cpu_s_all"]) == 2 and row[side]["cpu_s"] > 0
+    assert row["cpu_ratio"] == pytest.approx(row["raised"]["cpu_s"] / row["glibc"]["cpu_s"])
+
+
+def test_the_allocator_case_without_thresholds_is_refused():
+    environ = {k: v for k, v in clean_env().items() if k not in allocator.THRESHOLDS}
+    with pytest.raises(UsageError, match="set MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESH"):
+        allocator.compare([sys.executable, "-c", "pass"], 1, environ)
