@@ -10,6 +10,8 @@
   package's ``--config seed`` path, as a wall-time ratio.
 * **time to accuracy** (``accuracy``): the ``default`` and ``fast`` presets, run as train runs
   them (``package``), timed until test accuracy first reaches each target.
+* **allocator** (``allocator``, only when asked for): whole CPU trainer processes with the
+  environment's glibc thresholds against glibc's own, alternating.
 
 A table goes to stdout and everything, with the machine and versions, to a JSON file
 (``report``, ``machine``). ``cli`` (the command line) and ``names`` (what can be measured) are
