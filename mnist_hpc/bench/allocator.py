@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from typing import Callable
 
 from ..errors import UsageError
+from .command import run_train
 from .settings import SEED, Settings
 
 THRESHOLDS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
@@ -29,19 +27,15 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(command: list[str], env: dict) -> tuple[float, float]:
-    """(CPU s, wall s) of one run of ``command`` to its end."""
-    cpu, wall = _children_cpu_s(), time.perf_counter()
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: "
-                           f"{done.stderr.strip()[-500:]}")
-    return _children_cpu_s() - cpu, time.perf_counter() - wall
+def _timed(args: list[str], env: dict) -> tuple[float, float]:
+    """(CPU s, wall s) of one trainer run with ``args``."""
+    cpu = _children_cpu_s()
+    wall_s = run_train(args, env)
+    return _children_cpu_s() - cpu, wall_s
 
 
-def compare(command: list[str], repeats: int, environ: dict) -> dict:
-    """``command`` run ``repeats`` times under each setting, alternating."""
+def compare(args: list[str], repeats: int, environ: dict) -> dict:
+    """The trainer with ``args``, ``repeats`` times under each setting, alternating."""
     tuned = {name: environ[name] for name in THRESHOLDS if name in environ}
     if not tuned:
         raise UsageError("--only allocator compares the thresholds set in this environment "
@@ -52,11 +46,11 @@ def compare(command: list[str], repeats: int, environ: dict) -> dict:
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
     for _ in range(repeats):
         for name, env in settings.items():
-            runs[name].append(_timed(command, env))
+            runs[name].append(_timed(args, env))
     medians = {name: {"cpu_s": statistics.median(r[0] for r in rows),
                       "wall_s": statistics.median(r[1] for r in rows),
                       "cpu_s_all": [r[0] for r in rows]} for name, rows in runs.items()}
-    return {"thresholds": tuned, "command": command[1:], "repeats": repeats, **medians,
+    return {"thresholds": tuned, "args": args, "repeats": repeats, **medians,
             "cpu_ratio": medians["raised"]["cpu_s"] / medians["glibc"]["cpu_s"],
             "wall_ratio": medians["raised"]["wall_s"] / medians["glibc"]["wall_s"]}
 
@@ -64,10 +58,9 @@ def compare(command: list[str], repeats: int, environ: dict) -> dict:
 def bench_allocator(settings: Settings, log: Callable[[str], None]) -> dict:
     """The default recipe for one epoch on the CPU, as ``python -m mnist_hpc.train`` runs it."""
     with tempfile.TemporaryDirectory() as results:
-        command = [sys.executable, "-m", "mnist_hpc.train", "--device", "cpu", "--epochs", "1",
-                   "--limit", str(settings.limit or 4096), "--seed", str(SEED), "--no-plots",
-                   "--data-dir", settings.data_dir, "--results-dir", results]
-        row = compare(command, settings.repeats, dict(os.environ))
-    log(f"  CPU time {row['cpu_ratio']:.3f}x and wall time {row['wall_ratio']:.3f}x glibc's "
-        f"with {', '.join(f'{k}={v}' for k, v in row['thresholds'].items())}")
+        args = ["--device", "cpu", "--epochs", "1", "--limit", str(settings.limit or 4096),
+                "--seed", str(SEED), "--no-plots", "--data-dir", settings.data_dir,
+                "--results-dir", results]
+        row = compare(args, settings.repeats, dict(os.environ))
+    log(f"  CPU time {row['cpu_ratio']:.3f}x and wall time {row['wall_ratio']:.3f}x glibc's")
     return row

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -21,9 +18,9 @@ import torch
 from ..config.options import replace
 from ..data import dataset
 from ..data.mnist_files import load_raw
-from ..files import REPO_DIR
 from ..run import metrics_json
 from . import published
+from .command import run_train
 from .package import preset, run_recipe
 from .settings import Settings
 
@@ -43,20 +40,11 @@ def ours(settings: Settings, seed: int, data: dataset.MNISTSplits) -> dict:
 def whole_command(settings: Settings, seed: int) -> dict:
     """``python -m mnist_hpc.train --config fast --seed SEED`` from spawn to exit."""
     with tempfile.TemporaryDirectory(prefix="mnist_hpc-race-") as results:
-        command = [sys.executable, "-m", "mnist_hpc.train", "--config", PRESET,
-                   "--seed", str(seed), "--device", settings.device.type,
-                   "--data-dir", settings.data_dir, "--results-dir", results, "--run-id", "race"]
+        args = ["--config", PRESET, "--seed", str(seed), "--device", settings.device.type,
+                "--data-dir", settings.data_dir, "--results-dir", results, "--run-id", "race"]
         if settings.limit is not None:
-            command += ["--limit", str(settings.limit)]
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_DIR),
-                                                           os.environ.get("PYTHONPATH")]))}
-        started = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        wall_s = time.perf_counter() - started
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: "
-                               f"{done.stderr.strip().splitlines()[-1:]}")
+            args += ["--limit", str(settings.limit)]
+        wall_s = run_train(args, dict(os.environ))
         metrics = metrics_json.read(Path(results) / "race")
     final = metrics["final"]
     return {"wall_s": wall_s, "train_s": final["train_s"], "test_acc": final["test_acc"],

@@ -15,7 +15,6 @@ from conftest import REPO, clean_env
 
 from mnist_hpc import bench
 from mnist_hpc.bench import allocator
-from mnist_hpc.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -114,24 +113,44 @@ def test_unknown_case_exits_2_with_the_valid_names(tmp_path, capsys):
     assert not (tmp_path / "b.json").exists()
 
 
-def test_the_allocator_case_alternates_the_thresholds_and_glibcs_own(tmp_path):
+def test_the_allocator_case_alternates_the_thresholds_and_glibcs_own(monkeypatch):
     """Each run sees the environment's thresholds or none of them, in turn; the ratios are of
     the medians of each side's processes."""
-    seen = tmp_path / "seen"
-    command = [sys.executable, "-c", "import os; open(os.environ['SEEN'], 'a').write("
-               "os.environ.get('MALLOC_MMAP_THRESHOLD_', '-') + ' ' + "
-               "os.environ.get('MALLOC_TRIM_THRESHOLD_', '-') + chr(10))"]
-    environ = {**clean_env(), "SEEN": str(seen), "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    seen = []
+
+    def run_train(args, env):  # a real process, so that the children's CPU time grows
+        seen.append((env.get("MALLOC_MMAP_THRESHOLD_"), env.get("MALLOC_TRIM_THRESHOLD_")))
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        return 1.0
+
+    monkeypatch.setattr(allocator, "run_train", run_train)
+    environ = {**clean_env(), "MALLOC_MMAP_THRESHOLD_": "1048576"}
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    row = allocator.compare(command, 2, environ)
-    assert seen.read_text().splitlines() == ["- -", "1048576 -"] * 2
+    row = allocator.compare(["--epochs", "1"], 2, environ)
+    assert seen == [(None, None), ("1048576", None)] * 2
     assert row["thresholds"] == {"MALLOC_MMAP_THRESHOLD_": "1048576"}
     for side in ("glibc", "raised"):
         assert len(row[side]["cpu_s_all"]) == 2 and row[side]["cpu_s"] > 0
     assert row["cpu_ratio"] == pytest.approx(row["raised"]["cpu_s"] / row["glibc"]["cpu_s"])
 
 
-def test_the_allocator_case_without_thresholds_is_refused():
-    environ = {k: v for k, v in clean_env().items() if k not in allocator.THRESHOLDS}
-    with pytest.raises(UsageError, match="set MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESH"):
-        allocator.compare([sys.executable, "-c", "pass"], 1, environ)
+def test_the_allocator_case_times_the_trainer_command(tmp_path):
+    """``--only allocator`` as a user runs it: whole trainer processes, both ways."""
+    out = tmp_path / "bench.json"
+    env = clean_env(MALLOC_MMAP_THRESHOLD_="268435456", MALLOC_TRIM_THRESHOLD_="268435456")
+    proc = subprocess.run([sys.executable, "-m", "mnist_hpc.bench", "--only", "allocator",
+                           "--quick", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out.read_text())["allocator"]
+    assert row["repeats"] == 1 and set(row["thresholds"]) == set(allocator.THRESHOLDS)
+    assert _positive(row["cpu_ratio"]) and _positive(row["wall_ratio"])
+    assert "Whole CPU trainer runs, 1 each, alternating" in proc.stdout
+
+
+def test_the_allocator_case_without_thresholds_exits_2(tmp_path, monkeypatch, capsys):
+    for name in allocator.THRESHOLDS:
+        monkeypatch.delenv(name, raising=False)
+    assert bench.main(["--only", "allocator", "--out", str(tmp_path / "b.json")]) == 2
+    assert "set MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
