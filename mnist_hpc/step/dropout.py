@@ -16,6 +16,7 @@ seed network's masks in about half the time of ``nn.Dropout``'s Bernoulli draws
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -51,15 +52,20 @@ def _to_int32(x: torch.Tensor) -> torch.Tensor:
     return ((x & 0xFFFFFFFF) - 2**31).to(torch.int32)
 
 
+@torch.compiler.disable  # Inductor (torch 2.11, CUDA) folds the constant into an int32 index
+@functools.lru_cache(maxsize=None)
+def _group_offsets(groups: int, device: torch.device) -> torch.Tensor:
+    """Each group's own random offset (int32), so that two samples' hash inputs never run in
+    step: the same for every batch, so made once per size and device, outside any graph."""
+    return _to_int32(_mix64(torch.arange(groups, dtype=torch.int64, device=device) + _GOLDEN64))
+
+
 def keep_mask(keys: torch.Tensor, layer: int, shape: torch.Size, p: float) -> torch.Tensor:
     """bool (B, *shape[1:]): which elements sample b (key ``keys[b]``) keeps in ``layer``."""
     features = shape[1:].numel()
     groups = -(-features // 4)  # one 32-bit hash per four elements
     sample = _to_int32(_mix64(keys.to(torch.int64) + layer * _GOLDEN64))
-    # each group's own random offset, so that two samples' hash inputs never run in step
-    offsets = _to_int32(_mix64(torch.arange(groups, dtype=torch.int64, device=keys.device)
-                               + _GOLDEN64))
-    hashes = _mix32_(sample[:, None] + offsets)
+    hashes = _mix32_(sample[:, None] + _group_offsets(groups, keys.device))
     levels = hashes.view(torch.uint8)[:, :features]
     return (levels >= round(p * LEVELS)).view(shape)
 
