@@ -21,13 +21,13 @@ import pytest
 from conftest import REPO, clean_env, made_once, only_run_dir
 
 PYTHON = sys.executable
-#: a small subset that still splits unevenly over 2 ranks (500 + 499 images per split), so the
-#: all-reduced sample counts are exact only if no rank pads or drops
-LIMIT = 999
+#: a small subset that still splits unevenly over 2 ranks (250 + 249 images per split) and 4
+#: (125 x 3 + 124), so the all-reduced sample counts are exact only if no rank pads or drops
+LIMIT = 499
 #: what the equivalence runs share: the seed network, its dropout keyed per sample (so every
 #: world size draws the same masks), each step's loss in steps.jsonl; 2 steps an epoch, of
-#: 512 (2 ranks x 256) and 487
-COMMON = ["--model", "seed", "--batch-size", "512", "--limit", str(LIMIT), "--epochs", "2",
+#: 256 (2 ranks x 128) and 243
+COMMON = ["--model", "seed", "--batch-size", "256", "--limit", str(LIMIT), "--epochs", "2",
           "--log-every", "1", "--device", "cpu", "--backend", "gloo"]
 
 

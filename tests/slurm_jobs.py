@@ -12,7 +12,7 @@ from conftest import REPO
 from launchers import COMMON
 from slurm_cluster import SlurmCluster
 
-RECIPE = [*COMMON, "--shuffle", "--timeout", "60", "--no-plots"]  # 2 epochs of --limit 999
+RECIPE = [*COMMON, "--shuffle", "--timeout", "60", "--no-plots"]  # 2 epochs of --limit 499
 
 
 def submit(cluster: SlurmCluster, tmp_path: Path, script: str, sizing: list[str],

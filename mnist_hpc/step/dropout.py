@@ -52,7 +52,10 @@ def _to_int32(x: torch.Tensor) -> torch.Tensor:
     return ((x & 0xFFFFFFFF) - 2**31).to(torch.int32)
 
 
-@torch.compiler.disable  # Inductor (torch 2.11, CUDA) folds the constant into an int32 index
+# Outside any compiled graph: Inductor (torch 2.11, CUDA) folded the constant into an int32
+# index. torch._disable_dynamo is torch.compiler.disable imported at the first call, as
+# torch.optim does: importing torch._dynamo up front costs every process about 1 s.
+@torch._disable_dynamo
 @functools.lru_cache(maxsize=None)
 def _group_offsets(groups: int, device: torch.device) -> torch.Tensor:
     """Each group's own random offset (int32), so that two samples' hash inputs never run in

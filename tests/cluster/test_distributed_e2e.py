@@ -77,7 +77,7 @@ def test_two_ranks_write_one_complete_run_directory(kind, tmp_path_factory):
         LAUNCHER_NAMES[kind], "gloo", "cpu")
     if kind == "mpiexec":  # no launcher address: rank 0's host, sent over MPI
         assert world["master_addr"] == socket.gethostname()
-    # --limit keeps the first LIMIT images of each split; 500 + 499 per rank, all-reduced
+    # --limit keeps the first LIMIT images of each split; 250 + 249 per rank, all-reduced
     assert metrics["samples"] == {"train": LIMIT, "val": LIMIT, "test": LIMIT}
     assert len(metrics["epochs"]) == 2
     for epoch in metrics["epochs"]:
@@ -94,8 +94,8 @@ def test_two_ranks_write_one_complete_run_directory(kind, tmp_path_factory):
 # --- the same numbers on 1 and 2 ranks ----------------------------------------------------------
 
 def test_one_process_and_two_ranks_train_the_same_numbers(tmp_path_factory):
-    """The seed network, dropout included, in a shuffled order: 2 ranks x 256 take the steps
-    of 1 x 512, step by step (each step's global loss in steps.jsonl), because each sample's
+    """The seed network, dropout included, in a shuffled order: 2 ranks x 128 take the steps
+    of 1 x 256, step by step (each step's global loss in steps.jsonl), because each sample's
     dropout mask is keyed by the sample, not drawn from its rank's generator. (--no-shuffle
     cuts the identity order into the same slices: data.batches.BatchPlan, tests/unit.)"""
     runs = {kind: trained(kind, True, tmp_path_factory)

@@ -15,7 +15,8 @@ from slurm_cluster import slurm_two_nodes
 from slurm_jobs import RECIPE, assert_completed, epochs_done, job_log, submit, wait_for_epoch
 
 # the requeue tests' recipe: long enough that the signal lands mid-run
-LONG = [*RECIPE, "--epochs", "6", "--checkpoint-every", "1"]
+EPOCHS = 10  # long enough that the signal lands mid-run
+LONG = [*RECIPE, "--epochs", str(EPOCHS), "--checkpoint-every", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_a_requeued_two_node_job_ends_with_the_unbroken_history(
     else:
         cluster.run("scontrol", "requeue", job)
     cluster.wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 120, "requeue")
-    assert epochs_done(run_dir) < 6, "the run ended before the signal: make it longer"
+    assert epochs_done(run_dir) < EPOCHS, "the run ended before the signal: make it longer"
     cluster.release_requeued(job, lambda: "attempt 2" in job_log(tmp_path, job))
     info = cluster.wait_finished(job, timeout=300)
     assert_completed(cluster, info, tmp_path, job)

@@ -49,6 +49,16 @@ def test_version_does_not_import_torch(command):
     assert not re.search(r"\| +torch$", result.stderr, re.MULTILINE)
 
 
+def test_the_training_modules_load_without_torchs_compiler():
+    """Importing torch._dynamo costs a process about 1 s (a 2-core CPU); the optimizer's first
+    step pays it anyway, but the doctor, evaluate and the test workers need not."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import mnist_hpc.run.loop"],
+                            capture_output=True, text=True, timeout=120, env=clean_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"\| +torch$", result.stderr, re.MULTILINE)  # the check reads the list
+    assert not re.search(r"\| +torch\._dynamo$", result.stderr, re.MULTILINE)
+
+
 def test_print_config_resolves_every_auto_and_trains_nothing(tmp_path):
     result, _ = imported_modules(["--print-config", "--config", "resnet"], tmp_path,
                                  CUDA_VISIBLE_DEVICES="")
