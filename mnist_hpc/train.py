@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Optional
+from typing import NoReturn, Optional
 
 from .config.flags import parse_command_line
 from .config.options import RunConfig
@@ -136,7 +136,11 @@ def main_exit() -> None:
     threads, which at times abort ("terminate called without an active exception", seen on a
     rank whose training had completed) and turn a finished run into a failed job. Only
     successful runs take this exit."""
-    code = main(keep_signal_handlers=True)
+    leave(main(keep_signal_handlers=True))
+
+
+def leave(code: int) -> NoReturn:
+    """End the process as the console script does, with ``code`` from ``main``."""
     if code == EXIT_FAILURE:
         # its line is printed: under mpiexec a rank that merely exits leaves a stopped peer
         # (and so the job) waiting for ever; dying by a signal makes hydra end every rank

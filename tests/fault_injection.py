@@ -165,5 +165,9 @@ if __name__ == "__main__":
         # the only way hydra stops waiting for a stopped peer (mnist_hpc.job.watchdog)
         train.main_exit()
     # the other faults return normally, so that every rank's error line is printed before
-    # the launcher ends the job
-    sys.exit(train.main())
+    # the launcher ends the job; a run they let finish leaves as the console script does
+    # (os._exit: the interpreter's shutdown can abort in c10d's destructors, train.main_exit)
+    code = train.main()
+    if code == 0:
+        train.leave(code)
+    sys.exit(code)
