@@ -15,7 +15,7 @@ from slurm_cluster import slurm_two_nodes
 from slurm_jobs import RECIPE, assert_completed, epochs_done, job_log, submit, wait_for_epoch
 
 # the requeue tests' recipe: long enough that the signal lands mid-run
-EPOCHS = 10  # long enough that the signal lands mid-run
+EPOCHS = 10
 LONG = [*RECIPE, "--epochs", str(EPOCHS), "--checkpoint-every", "1"]
 
 

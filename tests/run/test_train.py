@@ -50,8 +50,9 @@ def test_version_does_not_import_torch(command):
 
 
 def test_the_training_modules_load_without_torchs_compiler():
-    """Importing torch._dynamo costs a process about 1 s (a 2-core CPU); the optimizer's first
-    step pays it anyway, but the doctor, evaluate and the test workers need not."""
+    """Importing torch._dynamo costs a process about 1 s (a 2-core CPU); a trainer pays it
+    anyway (torch.optim's optimizers import it), but the doctor, evaluate and the test workers
+    need not."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import mnist_hpc.run.loop"],
                             capture_output=True, text=True, timeout=120, env=clean_env())
     assert result.returncode == 0, result.stderr[-2000:]
