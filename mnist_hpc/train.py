@@ -31,7 +31,7 @@ from .job.preemption import (
     install_signal_handlers,
     restore_signal_handlers,
 )
-from .observe import ranklog  # startup: its fallback clock starts at import
+from .observe import ranklog, startup  # startup: its fallback clock starts at import
 
 
 def _hard_exit_after(seconds: float, code: int, launcher_name: str) -> threading.Timer:
@@ -136,6 +136,7 @@ def main_exit() -> None:
     threads, which at times abort ("terminate called without an active exception", seen on a
     rank whose training had completed) and turn a finished run into a failed job. Only
     successful runs take this exit."""
+    startup.hold_collection()
     leave(main(keep_signal_handlers=True))
 
 

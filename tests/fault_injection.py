@@ -159,6 +159,9 @@ def wait_until_gone(pids: list[int], timeout: float) -> list[int]:
 if __name__ == "__main__":
     _install_fault()
     from mnist_hpc import train
+    from mnist_hpc.observe import startup
+
+    startup.hold_collection()  # as the console script does
 
     if os.environ.get("FAULT") == "stop":
         # the console script's exit: under mpiexec a failing rank ends the job by a signal,

@@ -19,6 +19,7 @@ from ..config import options as run_config
 from ..errors import EXIT_FAILURE, EXIT_USAGE, UsageError, describe
 from ..files import UsageParser
 from ..job import layout
+from ..observe import startup
 from .options import Options
 
 DEFAULT_MAX_BYTES = 64 * 2**20
@@ -90,7 +91,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 def main_exit() -> None:
     """Console-script and ``python -m`` entry point. Every rank leaves with the code the
     ranks agreed on; ``os._exit`` skips the interpreter shutdown, whose c10d destructors can
-    abort after the work is done (see train.main_exit)."""
+    abort after the work is done (see train.main_exit). A check is all start-up: no
+    garbage collection in it (observe.startup)."""
+    startup.hold_collection()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

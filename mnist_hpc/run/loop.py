@@ -268,7 +268,7 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
         return EXIT_OK
     try:
         warmup_s = warm_up(run)
-        startup_s = startup.process_age_s()
+        startup_s = startup.end()
         for epoch in range(run.start_epoch, config.epochs):
             run_epoch(run, epoch, stop)
         finish(run, warmup_s, startup_s)

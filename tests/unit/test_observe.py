@@ -7,6 +7,7 @@ from tests/fault_injection.py: a rank that sleeps in each step, or one that stop
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from mnist_hpc.config.options import make_config
 from mnist_hpc.errors import UsageError, describe
-from mnist_hpc.observe import failures, flops, ranklog, timing
+from mnist_hpc.observe import failures, flops, ranklog, startup, timing
 
 # --- pieces -------------------------------------------------------------------------------------
 
@@ -116,3 +117,34 @@ def test_missing_ranks_are_named_with_their_nodes():
     assert failures.ranks_on_nodes([2, 3], hosts) == "ranks 2, 3 on b"
     assert failures.ranks_on_nodes([1, 3], hosts) == "rank 1 on a; rank 3 on b"
     assert failures.ranks_on_nodes([1], ()) == "rank 1"  # before the hosts were gathered
+
+
+# --- start-up ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def frozen(monkeypatch):
+    """gc.freeze calls, counted instead of made (this process goes on), and the collector on
+    again whatever the test did."""
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    yield calls
+    startup.end()  # no hold left behind for a later in-process run
+    gc.enable()
+
+
+def test_the_console_scripts_start_up_collects_nothing_then_freezes_what_it_built(frozen):
+    startup.hold_collection()
+    assert not gc.isenabled()
+    age = startup.end()
+    assert gc.isenabled() and frozen == ["freeze"] and age > 0
+    startup.end()  # the start-up ends once
+    assert frozen == ["freeze"]
+
+
+def test_a_caller_that_goes_on_keeps_its_collector_as_it_was(frozen):
+    startup.end()  # train.main in-process: no hold
+    assert gc.isenabled() and frozen == []
+    gc.disable()  # a caller's own choice is left alone
+    startup.end()
+    assert not gc.isenabled() and frozen == []
+
