@@ -8,7 +8,8 @@ Tiers, decided by the directory a test lives in (docs/development.md):
             the shell helpers of the job scripts, the command lines' own processes
   cluster/  real launchers: torchrun, mpiexec, a Slurm cluster, network namespaces, the PBS
             template run as PBS runs it
-Each test gets its tier as a marker too (``-m "not cluster"``).
+Each test gets its tier as a marker too (``-m "not cluster"``); tests marked ``waits`` start
+first.
 
 A stale RANK or MASTER_ADDR from the shell that runs pytest would turn a single-process test
 into a rendezvous that waits forever, so every test starts without them.
@@ -45,6 +46,9 @@ def pytest_collection_modifyitems(items):
         tier = Path(str(item.path)).parent.name
         if tier in TIERS:
             item.add_marker(tier)
+    # tests that spend most of their time waiting go first: their waits then overlap the other
+    # workers' work instead of leaving the cores idle at the end of the run
+    items.sort(key=lambda item: item.get_closest_marker("waits") is None)
 
 
 SHARED_FIXTURE = re.compile(r'@pytest\.fixture\(scope="module"')

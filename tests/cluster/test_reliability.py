@@ -355,6 +355,7 @@ def test_rank_that_raises_ends_every_rank_with_one_clear_line(tmp_path):
     assert metrics["error"].startswith("rank 0: ") and "\n" not in metrics["error"]
 
 
+@pytest.mark.waits
 def test_rank_that_never_joins_fails_within_the_timeout_with_a_clear_line(tmp_path):
     """Rank 0 alone waits for its peer; rank 1 alone waits for rank 0. Both give up after
     --timeout with one line that says what to check, instead of hanging until walltime;

@@ -114,6 +114,7 @@ def assert_the_stop_is_explained(output: str, results: Path) -> None:
     assert "no word from rank 1" in read_metrics(run_dir)["error"]
 
 
+@pytest.mark.waits
 @needs_mpiexec
 def test_a_stopped_rank_under_mpiexec_ends_the_job_soon_after_the_timeout(tmp_path):
     """Rank 0's collective times out; the entry point then ends itself by SIGKILL
@@ -127,6 +128,7 @@ def test_a_stopped_rank_under_mpiexec_ends_the_job_soon_after_the_timeout(tmp_pa
     assert_the_stop_is_explained(rest, tmp_path)
 
 
+@pytest.mark.waits
 def test_a_stopped_rank_under_torchrun_ends_the_job(tmp_path):
     """torchrun's agent ends the job itself: SIGTERM, then SIGKILL after its 30 s grace."""
     seconds, code, rest = run_with_rank_1_stopped([*TORCHRUN], TIMEOUT + 90, tmp_path)
@@ -141,6 +143,7 @@ def rank_1_env(port: int) -> dict:
                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
+@pytest.mark.waits
 def test_rendezvous_with_a_silent_port_fails_within_the_timeout(tmp_path, silent_port):
     command = [PYTHON, "-m", "mnist_hpc.train", "--limit", "64", "--epochs", "1", "--device",
                "cpu", "--timeout", "5", "--results-dir", str(tmp_path)]

@@ -36,6 +36,7 @@ def test_damaged_file_exits_2_with_one_line(data_copy, tmp_path, how):
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
+@pytest.mark.waits
 def test_download_behind_a_proxy_that_never_answers_gives_up_with_where_to_put_the_files(
         tmp_path):
     """Every network wait of --download is bounded: the proxy accepts and never replies."""
