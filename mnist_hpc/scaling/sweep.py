@@ -1,7 +1,8 @@
 """The sweep: a YAML file read and checked whole (every problem a UsageError naming the fix),
 and the plan of runs it implies.
 
-A sweep names the points (total ranks, or nodes times ranks per node), the batch rule
+A sweep names the points (total ranks, or every pairing of a number of nodes with a number of
+ranks per node), the batch rule
 (strong: fixed global batch; weak: fixed per-rank batch), the trainer's config and extra
 flags, and the settings of each way to run it (``pbs``, ``slurm``, ``local``).
 """
@@ -57,8 +58,9 @@ class SlurmSettings:
 class Sweep:
     name: str
     mode: str  # strong: fixed global batch; weak: fixed per-rank batch
-    ranks: tuple  # total ranks of each point
-    ranks_per_node: int
+    ranks: tuple  # total ranks of each point, fewest first (then fewest nodes)
+    nodes: tuple  # the nodes each point spreads its ranks over, evenly
+    ranks_per_node: int  # the most ranks a point puts on one node
     config: str  # preset name, or an absolute path to a config YAML
     batch_size: int  # global (strong) or per-rank (weak)
     epochs: int
@@ -196,15 +198,20 @@ def load_sweep(name_or_path: str, results_dir: Optional[str] = None) -> Sweep:
     if "nodes" in data:
         if "ranks_per_node" not in data:
             raise UsageError(f"nodes needs ranks_per_node (ranks on each node) in {where}")
-        per_node = _positive_int(data["ranks_per_node"], "ranks_per_node")
-        ranks = tuple(n * per_node for n in int_list(data["nodes"], "nodes"))
+        # each number of nodes with each number of ranks per node (one number or a list)
+        per_node_counts = int_list(data["ranks_per_node"], "ranks_per_node")
+        points = [(n, p) for n in int_list(data["nodes"], "nodes") for p in per_node_counts]
     else:
         ranks = int_list(data["ranks"], "ranks")
-        per_node = _positive_int(data.get("ranks_per_node", max(ranks)), "ranks_per_node")
+        per_node = _positive_int(data.get("ranks_per_node", max(ranks)),
+                                 "ranks_per_node (a list only with nodes)")
         for r in ranks:
             if r > per_node and r % per_node:
                 raise UsageError(f"{r} ranks do not fill whole nodes of {per_node} ranks; "
                                  f"use multiples of ranks_per_node ({per_node}) above it")
+        points = [(max(1, math.ceil(r / per_node)), min(r, per_node)) for r in ranks]
+    points.sort(key=lambda point: (point[0] * point[1], point[0]))  # (nodes, ranks per node)
+    ranks = tuple(n * p for n, p in points)
 
     name = check_name(_optional_str(data.get("name"), "name") or path.stem, "name")
     config_name = _optional_str(data.get("config"), "config") or "default"
@@ -256,7 +263,8 @@ def load_sweep(name_or_path: str, results_dir: Optional[str] = None) -> Sweep:
         template=_optional_str(slurm_data.get("template"), "slurm.template"),
         extra_args=_args(slurm_data.get("extra_args"), "slurm.extra_args"))
     root = results_dir or _optional_str(data.get("results_dir"), "results_dir") or base.results_dir
-    return Sweep(name=name, mode=mode, ranks=ranks, ranks_per_node=per_node,
+    return Sweep(name=name, mode=mode, ranks=ranks, nodes=tuple(n for n, _ in points),
+                 ranks_per_node=max(p for _, p in points),
                  config=config_name, batch_size=batch, epochs=epochs, repeats=repeats,
                  train_args=train_args, results_dir=str(Path(root).expanduser().resolve()),
                  launcher=launcher, cores_per_rank=cores, pbs=pbs, slurm=slurm, source=str(path))
@@ -283,8 +291,7 @@ def plan(sweep: Sweep) -> list[PlannedRun]:
     """One run per point and repeat; repeats outermost, so drift over time spreads evenly."""
     runs = []
     for repeat in range(sweep.repeats):
-        for ranks in sweep.ranks:
-            nodes = max(1, math.ceil(ranks / sweep.ranks_per_node))
+        for ranks, nodes in zip(sweep.ranks, sweep.nodes):
             if sweep.mode == "strong":
                 global_batch, per_rank, mode = sweep.batch_size, sweep.batch_size / ranks, "global"
             else:

@@ -113,9 +113,9 @@ def test_a_job_array_trains_each_grid_point_and_summarises(cluster, tmp_path):
 
 def test_a_scaling_study_runs_inside_one_allocation(cluster, tmp_path):
     """``scaling allocation`` in a 2-node batch job: every point an srun step on the nodes it
-    needs (1 node x 1 and 2 ranks, 2 nodes x 2 ranks), then ``scaling report``."""
+    needs (1 and 2 nodes x 1 and 2 ranks each), then ``scaling report``."""
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(f"name: alloc\nmode: strong\nranks: [1, 2, 4]\nranks_per_node: 2\n"
+    sweep.write_text(f"name: alloc\nmode: strong\nnodes: [1, 2]\nranks_per_node: [1, 2]\n"
                      f"config: default\nbatch_size: 256\nepochs: 2\n"
                      f"train_args: --device cpu --backend gloo --limit 256 --timeout 60 "
                      f"--no-plots\n"
@@ -130,9 +130,11 @@ def test_a_scaling_study_runs_inside_one_allocation(cluster, tmp_path):
     manifest = json.loads((study / "study.json").read_text())
     assert manifest["target"] == "allocation-slurm"
     assert [(r["label"], r["exit_code"]) for r in manifest["runs"]] == [
-        ("n1-r1-rep0", 0), ("n1-r2-rep0", 0), ("n2-r4-rep0", 0)], job_log(tmp_path, job)
+        ("n1-r1-rep0", 0), ("n1-r2-rep0", 0), ("n2-r2-rep0", 0), ("n2-r4-rep0", 0)], \
+        job_log(tmp_path, job)
     first, second = cluster.nodes
     for label, hosts in (("n1-r1-rep0", [first]), ("n1-r2-rep0", [first] * 2),
+                         ("n2-r2-rep0", [first, second]),
                          ("n2-r4-rep0", [first, first, second, second])):
         world = read_metrics(study / label)["world"]
         assert (world["launcher"], world["job_id"], world["hostnames"]) == (

@@ -54,6 +54,22 @@ def test_plan_weak_fixes_the_per_rank_batch(tmp_path, capsys):
                for r in runs)
 
 
+def test_plan_pairs_every_node_count_with_every_ranks_per_node(tmp_path, capsys):
+    """1 and 2 nodes x 1 and 2 ranks each: the 2-rank points on one node and on two are
+    points of their own."""
+    sweep = write_sweep(tmp_path, """\
+        mode: strong
+        nodes: [2, 1]
+        ranks_per_node: [1, 2]
+        batch_size: 256
+        """)
+    runs = plan_json(capsys, sweep)
+    assert [(r["label"], r["nodes"], r["ranks_per_node"]) for r in runs] == [
+        ("n1-r1-rep0", 1, 1), ("n1-r2-rep0", 1, 2), ("n2-r2-rep0", 2, 1), ("n2-r4-rep0", 2, 2)]
+    loaded = scaling_sweep.load_sweep(str(sweep))
+    assert (loaded.ranks, loaded.nodes, loaded.ranks_per_node) == ((1, 2, 2, 4), (1, 1, 2, 2), 2)
+
+
 def test_plan_takes_the_batch_and_epochs_from_the_config(tmp_path, capsys):
     config = tmp_path / "mine.yaml"
     config.write_text("batch_size: 256\nepochs: 5\n")
@@ -77,6 +93,8 @@ def test_plan_takes_the_batch_and_epochs_from_the_config(tmp_path, capsys):
     ("mode: strong\nranks: [1, 0]\n", "positive integer"),
     ("mode: strong\nranks: [2, 2]\n", "lists a value twice"),
     ("mode: strong\nranks: [4, 6]\nranks_per_node: 4\n", "do not fill whole nodes"),
+    ("mode: strong\nranks: [2]\nranks_per_node: [1, 2]\n", "(a list only with nodes)"),
+    ("mode: strong\nnodes: [1]\nranks_per_node: [2, 2]\n", "ranks_per_node lists a value"),
     ("mode: strong\nranks: [1, 8]\nbatch_size: 4\n", "raise batch_size"),
     ("mode: strong\nranks: [1]\ntrain_args: --epochs 3\n", "may not contain --epochs"),
     ("mode: strong\nranks: [1]\ntrain_args: --batch-mode per-rank\n", "use the sweep key mode"),
