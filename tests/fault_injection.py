@@ -15,6 +15,9 @@ says. Every other rank is untouched.
            loss computation: a straggler whose compute is slow, training on correctly
   preempt  sends itself SIGUSR1, the scheduler's warning before a preemption, and trains on:
            with --stop-check-every 1 every rank stops after that step, checkpointed
+  late     (rank 0, whatever FAULT_RANK says: it writes the records) trains as usual, then
+           sleeps ``FAULT_SLEEP`` seconds before it writes the completed metrics.json, the run's
+           last record: a slow file system
 
 As a module it offers the process-tree helpers that a "lost node" test needs without psutil:
 the descendants of a process read from /proc, and a check that none of them survived.
@@ -68,17 +71,30 @@ def _install_fault() -> None:
 
     kind = os.environ.get("FAULT", "oom")
     errors = {"oom": torch.OutOfMemoryError, "runtime": RuntimeError}
-    if kind not in ("kill", "stop", "slow", "preempt") and kind not in errors:
-        raise SystemExit(f"FAULT={kind!r}: expected kill, stop, slow, preempt, oom or runtime")
+    if kind not in ("kill", "stop", "slow", "preempt", "late") and kind not in errors:
+        raise SystemExit(f"FAULT={kind!r}: expected kill, stop, slow, preempt, late, oom or "
+                         f"runtime")
     fault_rank = int(os.environ.get("FAULT_RANK", "1"))
     fault_step = int(os.environ.get("FAULT_STEP", "2"))
+    sleep = float(os.environ.get("FAULT_SLEEP", "0.2"))
+    if kind == "late":
+        from mnist_hpc.run import metrics_json
+
+        write = metrics_json.write
+
+        def late_write(run_dir, metrics, status, *args):  # only the main rank writes
+            if status == metrics_json.COMPLETED:
+                time.sleep(sleep)
+            return write(run_dir, metrics, status, *args)
+
+        metrics_json.write = late_write
+        return
     original = engine.train_one_epoch
 
     def train_one_epoch(model, batches, optimizer, loss_fn, *args, **kwargs):
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         if kind == "slow":
             if rank == fault_rank:
-                sleep = float(os.environ.get("FAULT_SLEEP", "0.2"))
                 loss_fn = _slowed(loss_fn, fault_step, sleep)
             return original(model, batches, optimizer, loss_fn, *args, **kwargs)
 

@@ -272,6 +272,9 @@ def train(config: RunConfig, env: DistEnv, stop: StopRequest) -> int:
         for epoch in range(run.start_epoch, config.epochs):
             run_epoch(run, epoch, stop)
         finish(run, warmup_s, startup_s)
+        # no rank leaves before rank 0 has written the last record: under mpiexec (every rank
+        # has finalized MPI at the rendezvous) hydra ends the others once one has exited
+        process_group.barrier(env)
         return EXIT_OK
     except Preempted:
         run.write_metrics(PREEMPTED)
