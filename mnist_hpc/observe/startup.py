@@ -62,4 +62,3 @@ def end() -> float:
         gc.freeze()
         gc.enable()
     return process_age_s()
-

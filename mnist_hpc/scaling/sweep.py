@@ -2,9 +2,9 @@
 and the plan of runs it implies.
 
 A sweep names the points (total ranks, or every pairing of a number of nodes with a number of
-ranks per node), the batch rule
-(strong: fixed global batch; weak: fixed per-rank batch), the trainer's config and extra
-flags, and the settings of each way to run it (``pbs``, ``slurm``, ``local``).
+ranks per node), the batch rule (strong: fixed global batch; weak: fixed per-rank batch), the
+trainer's config and extra flags, and the settings of each way to run it (``pbs``, ``slurm``,
+``local``).
 """
 
 from __future__ import annotations
@@ -198,7 +198,6 @@ def load_sweep(name_or_path: str, results_dir: Optional[str] = None) -> Sweep:
     if "nodes" in data:
         if "ranks_per_node" not in data:
             raise UsageError(f"nodes needs ranks_per_node (ranks on each node) in {where}")
-        # each number of nodes with each number of ranks per node (one number or a list)
         per_node_counts = int_list(data["ranks_per_node"], "ranks_per_node")
         points = [(n, p) for n in int_list(data["nodes"], "nodes") for p in per_node_counts]
     else:

@@ -147,4 +147,3 @@ def test_a_caller_that_goes_on_keeps_its_collector_as_it_was(frozen):
     gc.disable()  # a caller's own choice is left alone
     startup.end()
     assert not gc.isenabled() and frozen == []
-
