@@ -175,6 +175,7 @@ def wait_until_gone(pids: list[int], timeout: float) -> list[int]:
 if __name__ == "__main__":
     _install_fault()
     from mnist_hpc import train
+    from mnist_hpc.errors import EXIT_FAILURE
     from mnist_hpc.observe import startup
 
     startup.hold_collection()  # as the console script does
@@ -183,10 +184,10 @@ if __name__ == "__main__":
         # the console script's exit: under mpiexec a failing rank ends the job by a signal,
         # the only way hydra stops waiting for a stopped peer (mnist_hpc.job.watchdog)
         train.main_exit()
-    # the other faults return normally, so that every rank's error line is printed before
-    # the launcher ends the job; a run they let finish leaves as the console script does
-    # (os._exit: the interpreter's shutdown can abort in c10d's destructors, train.main_exit)
+    # the other faults' failures return normally, so that every rank's error line is printed
+    # before the launcher ends the job; a run they let finish or preempt leaves as the console
+    # script does (train.leave)
     code = train.main()
-    if code == 0:
+    if code != EXIT_FAILURE:
         train.leave(code)
     sys.exit(code)

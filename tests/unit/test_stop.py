@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from mnist_hpc import train
+from mnist_hpc.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 from mnist_hpc.job.preemption import (
     StopRequest,
     install_signal_handlers,
@@ -85,3 +87,22 @@ def test_start_clock_leaves_set_up_out_of_the_step_time():
     stop.start_clock()
     stop.step_done()
     assert stop.longest_step < 1
+
+
+class _Left(Exception):
+    pass
+
+
+@pytest.mark.parametrize("code, shutdown", [(EXIT_OK, False), (EXIT_PREEMPTED, False),
+                                            (EXIT_USAGE, False), (EXIT_FAILURE, True)])
+def test_only_a_failure_leaves_through_the_interpreters_shutdown(monkeypatch, code, shutdown):
+    """The console script's exit: ``os._exit`` (no c10d destructors, no second of shutdown)
+    unless a rank failed, whose slower exit lets its peers print their lines first."""
+    def fast_exit(exit_code):
+        raise _Left(exit_code)
+
+    monkeypatch.setattr(os, "_exit", fast_exit)
+    with pytest.raises((SystemExit, _Left)) as left:
+        train.leave(code)
+    assert isinstance(left.value, SystemExit) is shutdown
+    assert left.value.args[0] == code
