@@ -135,7 +135,7 @@ def main_exit() -> None:
     and fsynced): the interpreter's own shutdown runs the C++ destructors of c10d's stores and
     threads, which at times abort ("terminate called without an active exception", seen on a
     rank whose training had completed) and turn a finished run into a failed job; with torch
-    loaded it also costs about 1 s of CPU. Every exit but a failure's takes this way."""
+    loaded it also costs 0.3-1 s of CPU. Every exit but a failure's takes this way."""
     startup.hold_collection()
     leave(main(keep_signal_handlers=True))
 

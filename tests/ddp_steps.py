@@ -108,6 +108,6 @@ def main(out_dir: Path) -> None:
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
     # as the trainer leaves (mnist_hpc.train.leave): no interpreter shutdown, whose c10d
-    # destructors can abort and which costs about 1 s of CPU with torch loaded
+    # destructors can abort and which costs up to 1 s of CPU with torch loaded
     sys.stdout.flush()
     os._exit(0)
