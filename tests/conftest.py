@@ -82,7 +82,7 @@ def pytest_configure(config):
         import torch
 
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
