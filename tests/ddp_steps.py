@@ -17,7 +17,6 @@ matches one process when its statistics span both ranks). Each rank saves its sn
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -25,9 +24,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from mnist_hpc import train
 from mnist_hpc.config.options import RunConfig, make_config
 from mnist_hpc.data import dataset
 from mnist_hpc.data.batches import BatchPlan, epoch_batches
+from mnist_hpc.errors import EXIT_OK
 from mnist_hpc.job import layout, process_group
 from mnist_hpc.observe.comm_timer import CommTimer, timed_allreduce_hook
 from mnist_hpc.step import engine, recipe
@@ -107,7 +108,6 @@ def main(out_dir: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
-    # as the trainer leaves (mnist_hpc.train.leave): no interpreter shutdown, whose c10d
-    # destructors can abort and which costs up to 1 s of CPU with torch loaded
-    sys.stdout.flush()
-    os._exit(0)
+    # as the trainer leaves: without the interpreter's shutdown, whose c10d destructors can
+    # abort and which costs up to 1 s of CPU with torch loaded
+    train.leave(EXIT_OK)
